@@ -1,0 +1,97 @@
+"""NATS helpers: connect with reconnect, JetStream stream setup, typed request/reply."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import nats
+from loguru import logger
+from nats.aio.client import Client as NATS
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js.api import RetentionPolicy, StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import NotFoundError
+from pydantic import BaseModel
+
+from .contracts import Subjects, decode, encode
+
+__all__ = ["BusError", "BusTimeout", "connect_nats", "ensure_events_stream", "ensure_stream",
+           "request"]
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class BusError(RuntimeError):
+    """A bus request failed (no service answered)."""
+
+
+class BusTimeout(BusError, TimeoutError):
+    """A bus request got no reply in time."""
+
+
+async def connect_nats(url: str, name: str, *, connect_timeout_s: float = 5.0) -> NATS:
+    """Connect and keep reconnecting forever; state changes are logged once each."""
+
+    async def on_error(exc: Exception) -> None:
+        logger.warning("nats error ({}): {}", name, exc)
+
+    async def on_disconnected() -> None:
+        logger.warning("nats disconnected ({})", name)
+
+    async def on_reconnected() -> None:
+        logger.info("nats reconnected ({})", name)
+
+    return await nats.connect(
+        servers=[url],
+        name=name,
+        connect_timeout=connect_timeout_s,
+        max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5,
+        allow_reconnect=True,
+        error_cb=on_error,
+        disconnected_cb=on_disconnected,
+        reconnected_cb=on_reconnected,
+    )
+
+
+async def ensure_stream(
+    js: JetStreamContext, name: str, subjects: list[str], *, max_age_s: float = 7 * 24 * 3600
+) -> None:
+    """Create the stream if missing (idempotent across replicas)."""
+    try:
+        await js.stream_info(name)
+        return
+    except NotFoundError:
+        pass
+    config = StreamConfig(
+        name=name,
+        subjects=subjects,
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        max_age=max_age_s,
+        duplicate_window=120.0,
+    )
+    try:
+        await js.add_stream(config)
+        logger.info("jetstream stream {} created for {}", name, subjects)
+    except Exception as exc:  # another replica created it between our two calls
+        await js.stream_info(name)
+        logger.debug("stream {} already created elsewhere: {}", name, exc)
+
+
+async def ensure_events_stream(js: JetStreamContext) -> None:
+    await ensure_stream(js, Subjects.EVENTS_STREAM, [Subjects.EVENTS_ALL])
+
+
+async def request(
+    nc: NATS, subject: str, payload: BaseModel, reply_model: type[M], *, timeout: float = 5.0
+) -> M:
+    """Send a typed request and parse the typed reply."""
+    try:
+        msg = await nc.request(subject, encode(payload), timeout=timeout)
+    except NoRespondersError as exc:
+        raise BusError(f"no service answers {subject}") from exc
+    except NatsTimeoutError as exc:
+        raise BusTimeout(f"no reply on {subject} within {timeout}s") from exc
+    return decode(reply_model, msg.data)

@@ -1,0 +1,182 @@
+"""The skeleton every service process shares: settings loaded once, logging configured once,
+NATS + Redis connections, a health endpoint, live config reload, SIGTERM drain.
+
+A service subclasses :class:`Service`, implements :meth:`Service.on_start` (subscribe, start
+tasks via :meth:`Service.spawn`) and optionally :meth:`Service.on_stop` /
+:meth:`Service.on_config`, and runs with :func:`run_service`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from loguru import logger
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from redis.asyncio import Redis
+
+from .bus import connect_nats
+from .contracts import ConfigUpdated, HealthPong, Queues, Subjects, decode, encode, new_id
+from .logs import setup_logging
+from .settings import ConfigError, SupieSettings, load_settings
+from .store import connect_redis
+
+__all__ = ["Service", "run_service", "changed_keys"]
+
+S = TypeVar("S", bound=SupieSettings)
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two settings objects (values never logged)."""
+    a = old.model_dump() if hasattr(old, "model_dump") else old
+    b = new.model_dump() if hasattr(new, "model_dump") else new
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys: list[str] = []
+        for k in sorted(set(a) | set(b)):
+            keys += changed_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return keys
+    return [prefix.rstrip(".")] if a != b else []
+
+
+class Service(Generic[S]):
+    """Base class of a Supie service process."""
+
+    name = "service"
+
+    def __init__(self, settings: S, *, config_path: str | Path | None = None,
+                 instance_id: str | None = None) -> None:
+        self.settings = settings
+        self.config_path = Path(config_path) if config_path else None
+        self.instance_id = instance_id or f"{self.name}-{socket.gethostname()}-{os.getpid()}-" \
+            f"{new_id()[:6]}"
+        self.nc: NATS = NATS()
+        self.redis: Redis | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._stopping = asyncio.Event()
+
+    # -- lifecycle -----------------------------------------------------------------------------
+    async def start(self) -> None:
+        nats_url = self.settings.nats.url or "nats://127.0.0.1:4222"
+        self.nc = await connect_nats(nats_url, self.instance_id,
+                                     connect_timeout_s=self.settings.nats.connect_timeout_s)
+        if self.settings.redis.url:
+            self.redis = connect_redis(self.settings.redis.url)
+        await self.nc.subscribe(Subjects.health(self.name), queue=Queues.HEALTH, cb=self._health)
+        await self.nc.subscribe(Subjects.CONFIG_UPDATED, cb=self._config_updated)
+        await self.on_start()
+        logger.info("{} started as {}", self.name, self.instance_id)
+
+    async def stop(self) -> None:
+        """Drain: stop taking work, finish what is in flight, close connections."""
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        try:
+            await self.on_stop()
+        except Exception:
+            logger.exception("{} on_stop failed", self.name)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.nc.is_connected:
+            try:
+                await asyncio.wait_for(self.nc.drain(), 5)
+            except Exception as exc:
+                logger.debug("nats drain: {}", exc)
+        if self.redis is not None:
+            await self.redis.aclose()
+        logger.info("{} stopped", self.name)
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
+        """Start a task that is referenced until done and cancelled on shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.opt(exception=task.exception()).error("task {} failed", task.get_name())
+
+    # -- hooks ---------------------------------------------------------------------------------
+    async def on_start(self) -> None:
+        """Subscribe and start background work."""
+
+    async def on_stop(self) -> None:
+        """Stop taking work (unsubscribe), flush what is in flight."""
+
+    async def on_config(self, old: S, new: S, keys: list[str]) -> None:
+        """Apply a validated new configuration (``self.settings`` is already ``new``)."""
+
+    def health_detail(self) -> dict[str, Any]:
+        return {}
+
+    # -- health and config ---------------------------------------------------------------------
+    async def _health(self, msg: Msg) -> None:
+        detail = self.health_detail()
+        ok = True
+        if self.redis is not None:
+            try:
+                await asyncio.wait_for(self.redis.ping(), 1.0)
+            except Exception as exc:
+                ok = False
+                detail["redis"] = f"down: {type(exc).__name__}"
+        pong = HealthPong(service=self.name, instance=self.instance_id, ok=ok, detail=detail)
+        await msg.respond(encode(pong))
+
+    async def _config_updated(self, msg: Msg) -> None:
+        try:
+            event = decode(ConfigUpdated, msg.data)
+        except Exception as exc:
+            logger.warning("ignoring malformed config.updated: {}", exc)
+            return
+        path = event.config_path or self.config_path
+        try:
+            new = load_settings(type(self.settings), path, **event.overrides)
+        except ConfigError as exc:
+            logger.error("config reload rejected, keeping the previous config: {}", exc)
+            return
+        old = self.settings
+        keys = changed_keys(old, new)
+        self.settings = new
+        logger.info("config reloaded (source={}): changed keys {}", event.source, keys or "none")
+        try:
+            await self.on_config(old, new, keys)
+        except Exception:
+            logger.exception("{} failed to apply the new config", self.name)
+
+
+def run_service(factory: Callable[[S, Path | None], Service[S]], settings_cls: type[S],
+                name: str, config_path: str | Path | None = None) -> None:
+    """Entry point: load settings once, configure logging once, run until SIGTERM/SIGINT."""
+    path = Path(config_path) if config_path else None
+    try:
+        settings = load_settings(settings_cls, path)
+    except ConfigError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+    setup_logging(settings.log, name)
+
+    async def main() -> None:
+        service = factory(settings, path)
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await service.start()
+        await stop.wait()
+        logger.info("{} got a stop signal, draining", name)
+        await service.stop()
+
+    asyncio.run(main())

@@ -1,0 +1,275 @@
+"""Configuration: one YAML file plus ``SUPIE_<SECTION>__<KEY>`` environment overrides.
+
+Section models live here so every service validates the same keys the same way; each service
+composes the sections it needs into its own settings class (a :class:`SupieSettings` subclass)
+and loads it once at its entry point with :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+__all__ = [
+    "ConfigError",
+    "NatsSection",
+    "RedisSection",
+    "LogSection",
+    "AuthSection",
+    "ServerSection",
+    "LlmProvider",
+    "LlmByMode",
+    "AsrSection",
+    "WebhookEndpoint",
+    "WebhookSection",
+    "MeetingSection",
+    "SupieSettings",
+    "load_settings",
+    "config_path_from_env",
+    "clamp",
+]
+
+S = TypeVar("S", bound="SupieSettings")
+
+_yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_path", default=None)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names every bad key."""
+
+
+def clamp(value: int, low: int, high: int) -> int:
+    return max(low, min(high, value))
+
+
+class NatsSection(BaseModel):
+    url: str | None = Field(default=None, description="external NATS; None = embedded server")
+    connect_timeout_s: float = 5.0
+    request_timeout_s: float = 5.0
+
+
+class RedisSection(BaseModel):
+    url: str | None = Field(default=None, description="external Redis; None = embedded Valkey")
+
+
+class LogSection(BaseModel):
+    level: str = "INFO"
+    max_message_length: int = Field(default=2000, ge=100)
+    json_lines: bool = False
+    file: str | None = None
+
+    @field_validator("level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        v = v.upper()
+        if v not in {"TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("expected one of TRACE, DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return v
+
+
+class AuthSection(BaseModel):
+    enabled: bool = False
+    tokens: list[str] = Field(default_factory=list, description="static bearer tokens accepted")
+    auth_key: str | None = Field(default=None, description="HMAC key for <sig>.<ts> tokens")
+    expire_seconds: int = 30 * 24 * 3600
+    allowed_devices: list[str] = Field(default_factory=list)
+
+    @field_validator("allowed_devices")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [d.strip().strip("'\"").lower() for d in v]
+
+
+class ServerSection(BaseModel):
+    ip: str = "0.0.0.0"
+    ws_port: int = Field(default=8004, ge=0, le=65535)
+    http_port: int = Field(default=8003, ge=0, le=65535)
+    websocket: str | None = Field(default=None, description="ws URL advertised by OTA")
+    advertise_ip: str | None = None
+    api_token: str | None = Field(default=None, description="token for the HTTP API")
+    api_rate_limit: float = Field(default=10.0, description="requests/s per client; 0 disables")
+    api_rate_burst: int = 20
+    secret: str | None = Field(default=None, description="secret for device update_config")
+    max_frame_bytes: int = Field(default=64 * 1024, ge=256)
+    hello_timeout_s: float = 10.0
+    ping_interval_s: float = 20.0
+    ping_timeout_s: float = 50.0
+    close_timeout_s: float = 5.0
+    takeover_close_delay_s: float = 1.5
+    presence_ttl_s: int = 30
+    listen_debounce_ms: int = 300
+    close_connection_no_voice_time: int = 600
+    idle_close_grace_seconds: int = 15
+    idle_mode_multiplier: float = 3.0
+    hard_close_extra_s: float = 60.0
+    hard_close_wait_s: float = 10.0
+    firmware_version: str = "1.0.0"
+    firmware_url: str = ""
+    timezone_offset: int = 8
+    auth: AuthSection = Field(default_factory=AuthSection)
+
+
+class LlmProvider(BaseModel):
+    base_url: str
+    api_key: str | None = None
+    model: str = "gpt-4o-mini"
+    timeout_s: float = 20.0
+    max_tokens: int = 800
+    temperature: float = 0.2
+
+
+class LlmByMode(BaseModel):
+    default: str | None = None
+    meeting: str | None = None
+    coding: str | None = None
+    working: str | None = None
+    intent: str | None = None
+
+    def alias_for(self, purpose: str) -> str | None:
+        return getattr(self, purpose, None) or self.default
+
+
+class AsrSection(BaseModel):
+    engine: str = "faster-whisper"
+    model: str | None = Field(default=None, description="name or directory; None = bundled tiny.en")
+    language: str | None = "en"
+    compute_type: str = "int8"
+    cpu_threads: int = 2
+    num_workers: int = 1
+    beam_size: int = 1
+    vad_threshold: float = Field(default=0.5, gt=0, lt=1)
+    min_silence_ms: int = Field(default=500, ge=50)
+    speech_pad_ms: int = Field(default=100, ge=0)
+    min_speech_ms: int = Field(default=250, ge=0)
+    max_utterance_s: float = Field(default=30.0, gt=1)
+    partials: bool = False
+    partial_interval_ms: int = 1000
+    heartbeat_ms: int = 500
+    max_buffer_s: float = Field(default=60.0, gt=1, description="per-stream backlog before drops")
+    batch_max: int = Field(default=8, ge=1, description="utterances batched per inference call")
+
+
+class WebhookEndpoint(BaseModel):
+    url: str
+    secret: str | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class WebhookSection(BaseModel):
+    url: str | None = None
+    secret: str | None = None
+    previous_secrets: list[str] = Field(default_factory=list, description="rotation: also sign")
+    headers: dict[str, str] = Field(default_factory=dict)
+    endpoints: list[WebhookEndpoint] = Field(default_factory=list)
+    timeout_s: float = 5.0
+    retry_backoff_s: list[list[float]] = Field(
+        default_factory=lambda: [[2.0, 5.0]], description="one [min,max] random backoff per retry"
+    )
+
+    def all_endpoints(self) -> list[WebhookEndpoint]:
+        eps = list(self.endpoints)
+        if self.url:
+            eps.insert(0, WebhookEndpoint(url=self.url, secret=self.secret, headers=self.headers))
+        return eps
+
+
+class MeetingSection(BaseModel):
+    disable_tts: bool = True
+    prefer_device_vad: bool = True
+    transcript_push_interval_ms: int = 5000
+    checkpoint_interval_min: float = 10
+    min_duration_ms: int = 5000
+    manual_listen_fallback_ms: int = 5000
+    snippet_max_bytes: int = 2048
+    snippets_per_second: int = 10
+    dedup_window_s: int = 60
+    max_pending: int = 200
+    lease_ms: int = 3000
+    retention: int = 100
+    summary_transcript_max_chars: int = 4000
+    webhook: WebhookSection = Field(default_factory=WebhookSection)
+
+    @property
+    def push_interval_ms(self) -> int:
+        return clamp(self.transcript_push_interval_ms, 3000, 15000)
+
+
+class _YamlSource(PydanticBaseSettingsSource):
+    """Reads the YAML file named by the loader (or ``SUPIE_CONFIG``)."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        path = _yaml_path.get()
+        self._data: dict[str, Any] = {}
+        if path is not None and path.exists():
+            loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            if not isinstance(loaded, dict):
+                raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+            self._data = loaded
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return {k: v for k, v in self._data.items() if k in self.settings_cls.model_fields}
+
+
+class SupieSettings(BaseSettings):
+    """Sections every service needs. Services subclass it to add their own sections."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SUPIE_", env_nested_delimiter="__", extra="ignore", validate_default=True
+    )
+
+    data_dir: Path = Path("./data")
+    nats: NatsSection = Field(default_factory=NatsSection)
+    redis: RedisSection = Field(default_factory=RedisSection)
+    log: LogSection = Field(default_factory=LogSection)
+    llm: dict[str, LlmProvider] = Field(default_factory=dict)
+    llm_by_mode: LlmByMode = Field(default_factory=LlmByMode)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, _YamlSource(settings_cls))
+
+
+def config_path_from_env() -> Path:
+    return Path(os.environ.get("SUPIE_CONFIG", "config.yaml"))
+
+
+def _format_errors(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "<root>"
+        lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    return "invalid configuration: " + "; ".join(lines)
+
+
+def load_settings(cls: type[S], path: str | Path | None = None, **overrides: Any) -> S:
+    """Build ``cls`` from defaults < YAML file < environment < ``overrides``.
+
+    Raises :class:`ConfigError` naming each invalid key (``section.key: why``).
+    """
+    token = _yaml_path.set(Path(path) if path is not None else config_path_from_env())
+    try:
+        return cls(**overrides)
+    except ValidationError as err:
+        raise ConfigError(_format_errors(err)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"config file is not valid YAML: {err}") from None
+    finally:
+        _yaml_path.reset(token)

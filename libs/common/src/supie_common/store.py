@@ -1,0 +1,129 @@
+"""Redis helpers: connection, leases/locks, idempotency keys, presence and group membership."""
+
+from __future__ import annotations
+
+import time
+
+from redis.asyncio import Redis
+
+from .contracts import new_id
+
+__all__ = ["connect_redis", "Lease", "once", "Presence", "group_of", "K"]
+
+
+class K:
+    """Key names, in one place."""
+
+    PREFIX = "supie"
+
+    @staticmethod
+    def presence(device_id: str) -> str:
+        return f"supie:presence:{device_id}"
+
+    @staticmethod
+    def group(group_key: str) -> str:
+        return f"supie:group:{group_key}"
+
+    @staticmethod
+    def idem(scope: str, key: str) -> str:
+        return f"supie:idem:{scope}:{key}"
+
+    @staticmethod
+    def lock(name: str) -> str:
+        return f"supie:lock:{name}"
+
+    @staticmethod
+    def device_state(device_id: str) -> str:
+        """Per-device connection state that survives a reconnect (mode, meeting id)."""
+        return f"supie:device:{device_id}"
+
+
+def connect_redis(url: str) -> Redis:
+    return Redis.from_url(url, decode_responses=True, health_check_interval=10)
+
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_RELEASE = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+class Lease:
+    """A Redis lease (``SET NX PX``) owned by one holder, renewed and released atomically."""
+
+    def __init__(self, redis: Redis, key: str, ttl_ms: int, holder: str | None = None) -> None:
+        self.redis = redis
+        self.key = key
+        self.ttl_ms = ttl_ms
+        self.holder = holder or new_id()
+
+    async def acquire(self) -> bool:
+        return bool(await self.redis.set(self.key, self.holder, nx=True, px=self.ttl_ms))
+
+    async def renew(self) -> bool:
+        return bool(await self.redis.eval(_RENEW, 1, self.key, self.holder, self.ttl_ms))
+
+    async def release(self) -> bool:
+        return bool(await self.redis.eval(_RELEASE, 1, self.key, self.holder))
+
+    async def owner(self) -> str | None:
+        value = await self.redis.get(self.key)
+        return str(value) if value is not None else None
+
+
+async def once(redis: Redis, scope: str, key: str, ttl_s: int = 24 * 3600) -> bool:
+    """True the first time (scope, key) is seen within ``ttl_s``; False for a retry."""
+    return bool(await redis.set(K.idem(scope, key), "1", nx=True, ex=ttl_s))
+
+
+def group_of(device_id: str) -> str:
+    """Default group: the first 8 characters of the normalised device id."""
+    return device_id[:8]
+
+
+class Presence:
+    """Which devices are online, on which gateway, in which group. Entries expire unless renewed."""
+
+    def __init__(self, redis: Redis, ttl_s: int = 30) -> None:
+        self.redis = redis
+        self.ttl_s = ttl_s
+
+    async def register(
+        self, device_id: str, gateway_id: str, session_id: str, group_key: str
+    ) -> None:
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            K.presence(device_id),
+            mapping={"gateway": gateway_id, "session": session_id, "group": group_key, "ts": now},
+        )
+        pipe.expire(K.presence(device_id), self.ttl_s)
+        pipe.zadd(K.group(group_key), {device_id: now})
+        await pipe.execute()
+
+    heartbeat = register
+
+    async def unregister(self, device_id: str, session_id: str, group_key: str) -> None:
+        """Remove the entry only if it still belongs to this session (a newer one may own it)."""
+        current = await self.redis.hget(K.presence(device_id), "session")
+        if current == session_id:
+            pipe = self.redis.pipeline(transaction=True)
+            pipe.delete(K.presence(device_id))
+            pipe.zrem(K.group(group_key), device_id)
+            await pipe.execute()
+
+    async def where(self, device_id: str) -> dict[str, str]:
+        return dict(await self.redis.hgetall(K.presence(device_id)))
+
+    async def online_in_group(self, group_key: str) -> list[str]:
+        cutoff = int(time.time() * 1000) - self.ttl_s * 1000
+        await self.redis.zremrangebyscore(K.group(group_key), 0, cutoff)
+        return sorted(await self.redis.zrange(K.group(group_key), 0, -1))
