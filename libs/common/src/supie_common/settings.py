@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextvars
 import os
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, field_validator
@@ -158,8 +158,22 @@ class AsrSection(BaseModel):
 
 class WebhookEndpoint(BaseModel):
     url: str
-    secret: str | None = None
-    headers: dict[str, str] = Field(default_factory=dict)
+    secret: str | None = Field(default=None, description="None = requests are not signed")
+    previous_secrets: list[str] = Field(
+        default_factory=list, description="rotation: also sign with these (webhook-signature)"
+    )
+    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return v
+
+    def signing_secrets(self) -> list[str]:
+        """Current secret first, then the previous ones (empty: unsigned)."""
+        return [self.secret, *self.previous_secrets] if self.secret else []
 
 
 class WebhookSection(BaseModel):
@@ -168,15 +182,46 @@ class WebhookSection(BaseModel):
     previous_secrets: list[str] = Field(default_factory=list, description="rotation: also sign")
     headers: dict[str, str] = Field(default_factory=dict)
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
-    timeout_s: float = 5.0
+    timeout_s: float = Field(default=5.0, gt=0, description="per attempt, whole request")
     retry_backoff_s: list[list[float]] = Field(
         default_factory=lambda: [[2.0, 5.0]], description="one [min,max] random backoff per retry"
     )
+    # Dispatcher internals (services/webhook).
+    durable: str = Field(default="webhook", description="JetStream consumer shared by replicas")
+    start_from: Literal["all", "new"] = Field(
+        default="all", description="where a newly created consumer starts in the events stream"
+    )
+    concurrency: int = Field(default=64, ge=1, description="events delivered at once per replica")
+    ack_wait_s: float = Field(default=30.0, ge=1, description="redelivery if a replica goes silent")
+    dead_letter_key: str = Field(default="supie:webhook:dead", description="Redis hash")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("http://", "https://")):
+            raise ValueError("expected an http:// or https:// URL")
+        return v or None
+
+    @field_validator("retry_backoff_s")
+    @classmethod
+    def _backoff_pairs(cls, v: list[list[float]]) -> list[list[float]]:
+        for pair in v:
+            if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
+                raise ValueError("expected a list of [min, max] seconds with 0 <= min <= max")
+        return v
 
     def all_endpoints(self) -> list[WebhookEndpoint]:
         eps = list(self.endpoints)
         if self.url:
-            eps.insert(0, WebhookEndpoint(url=self.url, secret=self.secret, headers=self.headers))
+            eps.insert(
+                0,
+                WebhookEndpoint(
+                    url=self.url,
+                    secret=self.secret,
+                    previous_secrets=self.previous_secrets,
+                    headers=self.headers,
+                ),
+            )
         return eps
 
 
@@ -194,11 +239,22 @@ class MeetingSection(BaseModel):
     lease_ms: int = 3000
     retention: int = 100
     summary_transcript_max_chars: int = 4000
+    llm_max_tokens: int = Field(default=800, description="summary max_tokens, clamped 256..4000")
+    checkpoint_max_tokens: int = Field(default=400, description="checkpoint summary max_tokens")
+    llm_timeout_s: float | None = Field(default=None, gt=0, description="None = provider's")
+    finalize_lock_ms: int = Field(default=30000, ge=500, description="summary lock TTL (renewed)")
+    scan_interval_ms: int = Field(default=1000, ge=100, description="lease / stuck-finalize scan")
+    state_ttl_s: int = Field(default=86400, ge=60, description="Redis state kept after finalize")
+    orphan_sweep_min_age_s: int = Field(default=600, ge=0, description="unindexed file age")
     webhook: WebhookSection = Field(default_factory=WebhookSection)
 
     @property
     def push_interval_ms(self) -> int:
         return clamp(self.transcript_push_interval_ms, 3000, 15000)
+
+    @property
+    def max_tokens(self) -> int:
+        return clamp(self.llm_max_tokens, 256, 4000)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
