@@ -143,3 +143,58 @@ def spawn_service(stack_env: dict[str, str], tmp_path: Path) -> Iterator[object]
     yield spawn
     for proc in procs:
         proc.terminate()
+
+
+class GatewayHandle:
+    """An in-process gateway bound to free ports."""
+
+    def __init__(self, service: object) -> None:
+        self.service = service
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.service.ws_port}/supie/v1/"  # type: ignore[attr-defined]
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.service.http_port}"  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+async def make_gateway(nats_url: str, redis_url: str, tmp_path: Path):  # type: ignore[no-untyped-def]
+    """``await make_gateway(**settings_overrides)`` -> started in-process gateway replica."""
+    from supie_common.settings import load_settings
+    from supie_gateway import GatewayService, GatewaySettings
+
+    started: list[GatewayService] = []
+
+    async def make(**overrides: object) -> GatewayHandle:
+        server = {"ip": "127.0.0.1", "ws_port": 0, "http_port": 0}
+        server.update(overrides.pop("server", {}))  # type: ignore[arg-type]
+        nats = {"url": nats_url, **overrides.pop("nats", {})}  # type: ignore[dict-item]
+        overrides.setdefault("data_dir", tmp_path / "data")
+        settings = load_settings(
+            GatewaySettings, tmp_path / "no-config.yaml",
+            nats=nats, redis={"url": redis_url}, server=server, **overrides,
+        )
+        svc = GatewayService(settings)
+        await svc.start()
+        started.append(svc)
+        return GatewayHandle(svc)
+
+    yield make
+    for svc in started:
+        await svc.stop()
+
+
+@pytest.fixture
+async def gateway(make_gateway):  # type: ignore[no-untyped-def]
+    return await make_gateway()
+
+
+@pytest.fixture(autouse=True)
+def _clean_supie_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests never see the developer's SUPIE_* variables."""
+    for key in list(os.environ):
+        if key.startswith("SUPIE_"):
+            monkeypatch.delenv(key, raising=False)

@@ -116,6 +116,10 @@ class OpusDecoder:
 
     def decode(self, packet: bytes) -> np.ndarray:
         """Decode one packet; raises ``ValueError`` for data that is not Opus."""
+        if not packet:
+            # An empty av.Packet means "end of stream" to FFmpeg and would leave the decoder
+            # refusing every later packet, so it is rejected here instead.
+            raise ValueError("empty Opus packet (0 bytes)")
         try:
             frames = self._ctx.decode(av.Packet(packet))  # type: ignore[attr-defined]
         except av.error.FFmpegError as exc:

@@ -82,6 +82,12 @@ class Subjects:
         return f"{_P}.device.{device_token(device_id)}.out"
 
     @staticmethod
+    def device_audio_out(device_id: str) -> str:
+        """Raw downlink audio (one Opus packet per message) for the device; the gateway frames it
+        with the device's binary protocol version (1, 2 or 3)."""
+        return f"{_P}.device.{device_token(device_id)}.audio"
+
+    @staticmethod
     def device_command(device_id: str) -> str:
         """Instructions for the gateway holding the device (not forwarded to the device).
         Payload: :class:`DeviceCommand`."""

@@ -154,6 +154,23 @@ class AsrSection(BaseModel):
     heartbeat_ms: int = 500
     max_buffer_s: float = Field(default=60.0, gt=1, description="per-stream backlog before drops")
     batch_max: int = Field(default=8, ge=1, description="utterances batched per inference call")
+    decode_margin_ms: int = Field(
+        default=200, ge=0, description="extra audio either side of an utterance given to whisper"
+    )
+    min_context_s: float = Field(
+        default=10.0, ge=3.0, le=30.0,
+        description="shortest encoder window; whisper pads to 30 s, shorter is faster",
+    )
+    heartbeat_timeout_ms: int = Field(
+        default=2000, ge=200, description="gateway re-opens a stream after this without heartbeat"
+    )
+    replay_s: float = Field(
+        default=10.0, ge=0, description="gateway keeps unacknowledged audio this long for re-open"
+    )
+    stream_idle_s: float = Field(
+        default=600.0, gt=0, description="asr releases a stream with no audio or control this long"
+    )
+    error_events_per_s: float = Field(default=1.0, gt=0, description="rate limit of error events")
 
 
 class WebhookEndpoint(BaseModel):

@@ -113,6 +113,8 @@ class DeviceConnection:
         nc = self.hub.nc
         self._subs.append(await nc.subscribe(Subjects.device_out(self.device_id),
                                              cb=self._on_outbound))
+        self._subs.append(await nc.subscribe(Subjects.device_audio_out(self.device_id),
+                                             cb=self._on_audio_out))
         self._subs.append(await nc.subscribe(Subjects.device_command(self.device_id),
                                              cb=self._on_command))
         await self._restore_state()
@@ -481,6 +483,9 @@ class DeviceConnection:
             await self.send_json(out.message)
         if out.close:
             self.spawn(self.close_later(out.close_delay_s, 1000, "closed by server"), "close")
+
+    async def _on_audio_out(self, nats_msg: Any) -> None:
+        await self.send_audio(nats_msg.data)
 
     async def _on_command(self, nats_msg: Any) -> None:
         try:
