@@ -1,0 +1,29 @@
+# The two commands: `make run` (set up, then the whole stack on the embedded NATS + Valkey)
+# and `make test` (set up, then the whole test suite). Only Python 3.11+ is needed beforehand.
+PYTHON ?= python3
+UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
+
+.PHONY: setup run test lint format bench
+
+setup:
+	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
+		$(PYTHON) -m pip install --quiet uv
+	$(UV) sync --frozen
+
+run: setup
+	$(UV) run supie up
+
+test: setup
+	$(UV) run pytest
+
+lint: setup
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+format: setup
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: setup
+	$(UV) run python bench/gateway_load.py
