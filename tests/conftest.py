@@ -198,3 +198,38 @@ def _clean_supie_env(monkeypatch: pytest.MonkeyPatch) -> None:
     for key in list(os.environ):
         if key.startswith("SUPIE_"):
             monkeypatch.delenv(key, raising=False)
+
+
+@pytest.fixture
+async def asr_owner(nc: NATS) -> AsyncIterator[set[str]]:
+    """A stand-in asr replica that owns every stream it is asked to open (answers the open and
+    heartbeats), for gateway tests about the socket-to-bus path. Yields the opened stream ids."""
+    from supie_common.contracts import (
+        AsrEvent,
+        AsrOpenReply,
+        AsrOpenRequest,
+        Queues,
+        Subjects,
+        decode,
+        encode,
+    )
+
+    streams: set[str] = set()
+
+    async def on_open(msg) -> None:  # type: ignore[no-untyped-def]
+        req = decode(AsrOpenRequest, msg.data)
+        streams.add(req.stream_id)
+        await msg.respond(encode(AsrOpenReply(ok=True, stream_id=req.stream_id, owner="test")))
+
+    async def beat() -> None:
+        while True:
+            for sid in list(streams):
+                await nc.publish(Subjects.asr_events(sid), encode(
+                    AsrEvent(kind="heartbeat", stream_id=sid, owner="test")))
+            await asyncio.sleep(0.3)
+
+    sub = await nc.subscribe(Subjects.ASR_OPEN, queue=Queues.ASR, cb=on_open)
+    task = asyncio.create_task(beat())
+    yield streams
+    task.cancel()
+    await sub.unsubscribe()

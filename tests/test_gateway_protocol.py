@@ -181,7 +181,8 @@ async def test_malformed_v2_frame(gateway, bad: bytes) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-async def test_uplink_audio_reaches_the_bus_with_headers(gateway, nc, version: int) -> None:
+async def test_uplink_audio_reaches_the_bus_with_headers(gateway, nc, asr_owner,
+                                                         version: int) -> None:
     device = dev_id()
     got: list = []
 

@@ -105,11 +105,25 @@ class ServerSection(BaseModel):
     takeover_close_delay_s: float = 1.5
     presence_ttl_s: int = 30
     listen_debounce_ms: int = 300
-    close_connection_no_voice_time: int = 600
-    idle_close_grace_seconds: int = 15
-    idle_mode_multiplier: float = 3.0
-    hard_close_extra_s: float = 60.0
-    hard_close_wait_s: float = 10.0
+    close_connection_no_voice_time: float = Field(default=600, gt=0,
+                                                  description="no-voice close threshold, s")
+    idle_close_grace_seconds: float = Field(default=15, description="warning lead, clamped 5..30")
+    idle_mode_multiplier: float = Field(default=3.0, ge=1, description="x in meeting/working")
+    hard_close_extra_s: float = Field(default=60.0, ge=0, description="hard close after threshold+")
+    hard_close_wait_s: float = Field(default=10.0, ge=0, description="wait after timeout_warning")
+    idle_check_interval_s: float = Field(default=1.0, gt=0)
+    config_watch_interval_s: float = Field(default=2.0, ge=0, description="0 = no file watch")
+    drain_timeout_s: float = Field(default=5.0, ge=0, description="SIGTERM: flush before close")
+
+    def no_voice_threshold_s(self, mode: str | None) -> float:
+        """Layer-1 threshold: ``close_connection_no_voice_time``, x3 in meeting/working modes."""
+        base = self.close_connection_no_voice_time
+        return base * self.idle_mode_multiplier if mode in ("meeting", "working") else base
+
+    def idle_grace_s(self, threshold_s: float) -> float:
+        """Warning lead: clamped to 5..30 s, and never more than half the threshold (so scaled-
+        down thresholds in tests still warn before they close)."""
+        return min(float(clamp(int(self.idle_close_grace_seconds), 5, 30)), threshold_s / 2)
     firmware_version: str = "1.0.0"
     firmware_url: str = ""
     timezone_offset: int = 8

@@ -50,10 +50,17 @@ TranscriptCallback = Callable[[Transcript], Awaitable[None]]
 class AsrStream:
     """One ASR stream owned by some asr replica, re-homed when that replica goes away."""
 
-    def __init__(self, nc: NATS, req: AsrOpenRequest, on_transcript: TranscriptCallback,
-                 *, open_timeout_s: float = 2.0, heartbeat_timeout_s: float = 2.0,
-                 replay_s: float = 10.0, on_error: Callable[[str], Awaitable[None]] | None = None
-                 ) -> None:
+    def __init__(
+        self,
+        nc: NATS,
+        req: AsrOpenRequest,
+        on_transcript: TranscriptCallback,
+        *,
+        open_timeout_s: float = 2.0,
+        heartbeat_timeout_s: float = 2.0,
+        replay_s: float = 10.0,
+        on_error: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self.nc = nc
         self.req = req
         self.on_transcript = on_transcript
@@ -77,7 +84,8 @@ class AsrStream:
         }
         frame_ms = max(req.frame_duration_ms, 10)
         self._replay: deque[tuple[int, bytes, str]] = deque(
-            maxlen=max(1, int(replay_s * 1000 / frame_ms)))
+            maxlen=max(1, int(replay_s * 1000 / frame_ms))
+        )
         self._homeless = True  # no owner: keep frames for the next owner instead of sending
         self._closed = False
         self._reopen_now = asyncio.Event()
@@ -92,14 +100,16 @@ class AsrStream:
     async def _open_once(self) -> bool:
         req = self.req.model_copy(update={"resume_seq": self.acked})
         try:
-            reply = await request(self.nc, Subjects.ASR_OPEN, req, AsrOpenReply,
-                                  timeout=self.open_timeout_s)
+            reply = await request(
+                self.nc, Subjects.ASR_OPEN, req, AsrOpenReply, timeout=self.open_timeout_s
+            )
         except BusError as exc:
             logger.warning("asr stream {} not opened ({}); retrying", self.stream_id, exc)
             return False
         if not reply.ok:
-            logger.error("asr stream {} refused by {}: {}", self.stream_id, reply.owner,
-                         reply.error)
+            logger.error(
+                "asr stream {} refused by {}: {}", self.stream_id, reply.owner, reply.error
+            )
             return False
         if self._had_owner:
             self.reopens += 1
@@ -107,8 +117,9 @@ class AsrStream:
         self.owner = reply.owner
         self.last_heartbeat = time.monotonic()
         await self._replay_unacked()
-        logger.info("asr stream {} owned by {} (resume seq {})", self.stream_id, self.owner,
-                    self.acked)
+        logger.info(
+            "asr stream {} owned by {} (resume seq {})", self.stream_id, self.owner, self.acked
+        )
         return True
 
     async def _replay_unacked(self) -> None:
@@ -132,13 +143,18 @@ class AsrStream:
             if self._closed:
                 return
             lost = self._reopen_now.is_set() or (
-                time.monotonic() - self.last_heartbeat > self.heartbeat_timeout_s)
+                time.monotonic() - self.last_heartbeat > self.heartbeat_timeout_s
+            )
             if self.owner is not None and not lost:
                 continue
             self._reopen_now.clear()
             if self.owner is not None:
-                logger.warning("asr stream {}: owner {} silent for {:.1f} s, re-opening",
-                               self.stream_id, self.owner, time.monotonic() - self.last_heartbeat)
+                logger.warning(
+                    "asr stream {}: owner {} silent for {:.1f} s, re-opening",
+                    self.stream_id,
+                    self.owner,
+                    time.monotonic() - self.last_heartbeat,
+                )
             self.owner = None
             self._homeless = True
             if not await self._open_once():
@@ -221,8 +237,12 @@ class AsrStream:
                 await self.on_error(event.error or "")
         elif event.kind == "closed" and not self._closed:
             # the owner let go (shutdown, idle) while we still need the stream: move it now
-            logger.info("asr stream {} closed by {} ({}); re-opening", self.stream_id,
-                        event.owner, event.error)
+            logger.info(
+                "asr stream {} closed by {} ({}); re-opening",
+                self.stream_id,
+                event.owner,
+                event.error,
+            )
             self._reopen_now.set()
 
 

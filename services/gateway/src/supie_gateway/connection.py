@@ -80,7 +80,11 @@ class DeviceConnection:
         self.listen_mode = "auto"
         self.asr: AsrStream | None = None
         self.last_listen_event_ms = 0
-        self.last_activity = time.monotonic()
+        now = time.monotonic()
+        self.last_voice = now  # voice or any message: the no-voice timer (layer 1)
+        self.last_inbound = now  # anything at all, audio included: the hard timer (layer 2)
+        self.idle_warned = False
+        self.hard_warned_at: float | None = None
         self.closing = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._subs: list[Any] = []
@@ -123,7 +127,8 @@ class DeviceConnection:
         """Read until the socket closes."""
         max_bytes = self.settings.server.max_frame_bytes
         async for data in self.ws:
-            self.last_activity = time.monotonic()
+            self.last_inbound = time.monotonic()
+            self.hard_warned_at = None  # any inbound message cancels a pending hard close
             if len(data) > max_bytes:
                 kind = "text" if isinstance(data, str) else "binary"
                 await self.send_error("FRAME_TOO_LARGE",
@@ -131,9 +136,21 @@ class DeviceConnection:
                                       f"{max_bytes} bytes (server.max_frame_bytes)")
                 continue
             if isinstance(data, str):
+                self.touch_voice()
                 await self._on_text(data)
             else:
                 await self._on_binary(data)
+
+    async def drain(self) -> None:
+        """Shutdown: deliver the messages already queued for this device, stop taking more."""
+        self.closing = True
+        subs, self._subs = self._subs, []
+        for sub in subs:
+            try:
+                await sub.drain()
+            except Exception as exc:
+                logger.debug("drain failed: {}", exc)
+        await self._close_asr()
 
     async def cleanup(self, reason: str) -> None:
         for sub in self._subs:
@@ -146,6 +163,11 @@ class DeviceConnection:
             task.cancel()
         if self.asr is not None:
             await self._close_asr()
+
+    def touch_voice(self) -> None:
+        """Voice or a message: the no-voice timer starts again."""
+        self.last_voice = time.monotonic()
+        self.idle_warned = False
 
     def spawn(self, coro: Awaitable[Any], name: str) -> None:
         task = asyncio.ensure_future(coro)
@@ -226,7 +248,7 @@ class DeviceConnection:
             return
         if not frame.payload:
             return
-        self.hub.on_voice(self)
+        await self.hub.check_no_voice(self)
         if self.mode == "meeting" and self.meeting_finalized:
             return  # the meeting is being summarised: its audio is ignored (SPEC §5)
         if self.asr is None:
@@ -268,7 +290,6 @@ class DeviceConnection:
                          frame_duration)
 
     async def _on_ping(self, msg: dict[str, Any]) -> None:
-        self.hub.on_activity(self)
         await self.send_json({"type": "pong", "timestamp": now_ms()})
 
     async def _on_legacy_config_update(self, msg: dict[str, Any]) -> None:
@@ -311,7 +332,6 @@ class DeviceConnection:
             await self.send_error("SCHEMA_INVALID", "listen.state must be 'start', 'stop' or "
                                   "'detect'", field="state")
             return
-        self.hub.on_activity(self)
         if state == "detect":
             text = msg.get("text")
             if isinstance(text, str) and text.strip():
@@ -455,6 +475,8 @@ class DeviceConnection:
             await stream.close()
 
     async def on_transcript(self, t: Transcript) -> None:
+        if t.source == "asr" and t.kind == "final":
+            self.touch_voice()
         mode = "meeting" if t.meeting_id else self.mode
         t = t.model_copy(update={"mode": mode})
         actions = route_transcript(mode, t,

@@ -38,6 +38,9 @@ __all__ = ["Hub", "HandshakeInfo"]
 
 TAKEOVER_MESSAGE = "检测到新连接，当前通道将于约1.5秒后关闭以切换到新通道"
 DEVICE_STATE_TTL_S = 24 * 3600
+IDLE_WARNING_TEXT = "即将结束对话，如需继续请说话或发送任意消息…"
+IDLE_CLOSE_MESSAGE = "长时间未说话，本次对话已结束。"
+TIMEOUT_WARNING_TEXT = "连接将因长时间空闲而关闭，如需继续请发送任意消息。"
 
 
 class HandshakeInfo:
@@ -81,6 +84,7 @@ class Hub:
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(Subjects.DEVICE_TAKEOVER_ALL, cb=self._on_takeover)
         self._spawn(self._heartbeat_loop(), "presence-heartbeat")
+        self._spawn(self._idle_sweep_loop(), "idle-sweep")
 
     async def stop(self) -> None:
         if self._sub is not None:
@@ -88,6 +92,18 @@ class Hub:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def drain_and_close(self, timeout_s: float) -> None:
+        """Deliver what NATS still holds for each device, close ASR streams, then close every
+        socket with 1001 and wait for the handlers to finish."""
+        conns = list(self.connections.values())
+        if not conns:
+            return
+        await asyncio.wait_for(asyncio.gather(*(c.drain() for c in conns),
+                                              return_exceptions=True), timeout_s)
+        await asyncio.gather(*(c.ws.close(1001, "server shutting down") for c in conns),
+                             return_exceptions=True)
+        logger.info("closed {} device connections (1001) for shutdown", len(conns))
 
     def _spawn(self, coro: Any, name: str) -> None:
         task = asyncio.create_task(coro, name=name)
@@ -206,11 +222,46 @@ class Hub:
             except Exception as exc:
                 logger.warning("presence heartbeat failed: {}", exc)
 
-    def on_voice(self, conn: DeviceConnection) -> None:
-        conn.last_activity = time.monotonic()
+    # -- idle close (SPEC §3): two layers, mode-aware -------------------------------------------
+    async def check_no_voice(self, conn: DeviceConnection) -> None:
+        """Layer 1, checked on each audio frame: the device streams but nobody has spoken (and
+        nothing was sent) for the threshold. Warn ``grace`` before, then close."""
+        server = self.settings.server
+        threshold = server.no_voice_threshold_s(conn.mode)
+        silent = time.monotonic() - conn.last_voice
+        if conn.closing:
+            return
+        if silent >= threshold:
+            logger.info("device {} closed: no voice for {:.0f} s (mode={})", conn.device_id,
+                        silent, conn.mode)
+            await conn.send_json({"type": "system", "event": "idle_close",
+                                  "message": IDLE_CLOSE_MESSAGE})
+            conn.spawn(conn.close_later(0.0, 1000, "no voice"), "idle-close")
+        elif silent >= threshold - server.idle_grace_s(threshold) and not conn.idle_warned:
+            conn.idle_warned = True
+            await conn.send_json({"type": "stt", "text": IDLE_WARNING_TEXT,
+                                  "session_id": conn.session_id})
 
-    def on_activity(self, conn: DeviceConnection) -> None:
-        conn.last_activity = time.monotonic()
+    async def _idle_sweep_loop(self) -> None:
+        """Layer 2: nothing at all from the device for threshold + 60 s: a timeout_warning, then
+        close after 10 s unless something arrives."""
+        while True:
+            server = self.settings.server
+            await asyncio.sleep(server.idle_check_interval_s)
+            now = time.monotonic()
+            for conn in list(self.connections.values()):
+                if conn.closing:
+                    continue
+                limit = server.no_voice_threshold_s(conn.mode) + server.hard_close_extra_s
+                if conn.hard_warned_at is None:
+                    if now - conn.last_inbound >= limit:
+                        conn.hard_warned_at = now
+                        await conn.send_json({"type": "system", "event": "timeout_warning",
+                                              "message": TIMEOUT_WARNING_TEXT})
+                elif now - conn.hard_warned_at >= server.hard_close_wait_s:
+                    logger.info("device {} closed: idle for {:.0f} s", conn.device_id,
+                                now - conn.last_inbound)
+                    conn.spawn(conn.close_later(0.0, 1000, "idle timeout"), "idle-close")
 
     async def save_device_state(self, conn: DeviceConnection) -> None:
         if self.redis is None:

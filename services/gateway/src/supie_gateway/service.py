@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import uvicorn
 from loguru import logger
+from supie_common.contracts import ConfigUpdated, Subjects, encode
 from supie_common.service import Service
+from supie_common.settings import config_path_from_env
+from supie_common.store import once
 from websockets.asyncio.server import Server, serve
 
 from .config import GatewaySettings
@@ -66,15 +70,49 @@ class GatewayService(Service[GatewaySettings]):
         self.http_port = self.http_server.servers[0].sockets[0].getsockname()[1]
         logger.info("gateway listening: ws://{}:{}/supie/v1/ http://{}:{}/", server.ip,
                     self.ws_port, server.ip, self.http_port)
+        if server.config_watch_interval_s > 0:
+            self.spawn(self._watch_config_file(), "config-watch")
 
     async def on_stop(self) -> None:
+        """SIGTERM: stop accepting, deliver what is queued for each device, then close every
+        socket with 1001 (going away) so devices reconnect, to another replica if need be."""
         if self.ws_server is not None:
-            self.ws_server.close(close_connections=True)
+            self.ws_server.close(close_connections=False)
+        if self.hub is not None:
+            await self.hub.drain_and_close(self.settings.server.drain_timeout_s)
+        if self.ws_server is not None:
             await self.ws_server.wait_closed()
         if self.http_server is not None:
             self.http_server.should_exit = True
         if self.hub is not None:
             await self.hub.stop()
+
+    async def on_config(self, old: GatewaySettings, new: GatewaySettings,
+                        keys: list[str]) -> None:
+        if self.hub is not None:
+            self.hub.settings = new
+        self.rate_limiter.rate = new.server.api_rate_limit
+        self.rate_limiter.burst = max(1, new.server.api_rate_burst)
+
+    async def _watch_config_file(self) -> None:
+        """A changed config file reloads every service through one ``config.updated`` event
+        (published once per content, whichever gateway replica sees it first)."""
+        path = self.config_path or config_path_from_env()
+        last: str | None = None
+        while True:
+            try:
+                data = await asyncio.to_thread(path.read_bytes)
+                digest = hashlib.sha256(data).hexdigest()
+            except FileNotFoundError:
+                digest = "missing"
+            if last is not None and digest != last:
+                first = self.redis is None or await once(self.redis, "config", digest, 60)
+                if first:
+                    logger.info("config file {} changed: asking every service to reload", path)
+                    event = ConfigUpdated(source="file", config_path=str(path))
+                    await self.nc.publish(Subjects.CONFIG_UPDATED, encode(event))
+            last = digest
+            await asyncio.sleep(self.settings.server.config_watch_interval_s)
 
     def health_detail(self) -> dict[str, Any]:
         return {"connections": len(self.hub.connections) if self.hub else 0}

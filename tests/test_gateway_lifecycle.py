@@ -1,0 +1,238 @@
+"""Connection lifecycle (issue 6): mode-aware idle close in two layers, listen debounce, live
+configuration, graceful shutdown. Timeouts are scaled down to fractions of a second."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from supie_common.audio import OpusEncoder
+from supie_common.contracts import (
+    AsrControl,
+    ConfigUpdated,
+    DeviceOutbound,
+    Subjects,
+    decode,
+    encode,
+)
+from supie_common.device_client import DeviceClient
+
+from .test_gateway_protocol import dev_id
+
+SILENCE = OpusEncoder().encode(np.zeros(960, dtype=np.int16))
+
+
+def idle(threshold: float, **extra: object) -> dict[str, object]:
+    server: dict[str, object] = {"close_connection_no_voice_time": threshold,
+                                 "idle_mode_multiplier": 3.0, "hard_close_extra_s": 30.0,
+                                 "hard_close_wait_s": 0.4, "idle_check_interval_s": 0.05}
+    server.update(extra)
+    return {"server": server}
+
+
+async def stream_silence_until_closed(dev: DeviceClient, limit_s: float,
+                                      ping_at: float | None = None) -> float:
+    """Send silent 60 ms frames (a badge in a quiet room) until the server closes; return when."""
+    t0 = time.monotonic()
+    pinged = False
+    while not dev.closed.is_set() and time.monotonic() - t0 < limit_s:
+        if ping_at is not None and not pinged and time.monotonic() - t0 >= ping_at:
+            await dev.send_text("ping")
+            pinged = True
+        try:
+            await dev.send_audio(SILENCE)
+        except Exception:
+            break
+        await asyncio.sleep(0.06)
+    await asyncio.wait_for(dev.closed.wait(), 3)
+    return time.monotonic() - t0
+
+
+def warning_index(dev: DeviceClient) -> int:
+    return next(i for i, m in enumerate(dev.received)
+                if m.get("type") == "stt" and "即将结束" in m.get("text", ""))
+
+
+@pytest.mark.parametrize(("mode", "expected"), [(None, 0.6), ("coding", 0.6), ("working", 1.8),
+                                                ("meeting", 1.8)])
+async def test_no_voice_close_is_mode_aware_and_warns_first(make_gateway, asr_owner, mode,
+                                                            expected) -> None:
+    gw = await make_gateway(**idle(0.6))
+    dev = await DeviceClient(gw.ws_url, dev_id()).connect()
+    await dev.hello()
+    t_mode = time.monotonic()
+    if mode:
+        await dev.send_json({"type": "mode", "state": "start", "mode": mode})
+        await dev.expect("mode", status="ok")
+    await dev.listen("start", "auto")
+    elapsed = await stream_silence_until_closed(dev, 6) + (time.monotonic() - t_mode) * 0
+    assert expected * 0.8 <= elapsed <= expected + 0.8, elapsed
+    warn = warning_index(dev)
+    close = next(i for i, m in enumerate(dev.received) if m.get("event") == "idle_close")
+    assert warn < close
+
+
+async def test_any_message_resets_the_no_voice_timer(make_gateway, asr_owner) -> None:
+    gw = await make_gateway(**idle(1.0))
+    dev = await DeviceClient(gw.ws_url, dev_id()).connect()
+    await dev.hello()
+    await dev.listen("start", "auto")
+    elapsed = await stream_silence_until_closed(dev, 6, ping_at=0.7)
+    assert elapsed >= 1.5  # 0.7 s + a fresh 1.0 s threshold
+
+
+async def test_hard_close_after_threshold_with_timeout_warning(make_gateway) -> None:
+    gw = await make_gateway(**idle(0.3, hard_close_extra_s=0.3, hard_close_wait_s=0.5))
+    dev = await DeviceClient(gw.ws_url, dev_id()).connect()
+    await dev.hello()
+    t0 = time.monotonic()
+    warning = await dev.expect("system", timeout=3, event="timeout_warning")
+    t_warn = time.monotonic() - t0
+    assert "空闲" in warning["message"]
+    await asyncio.wait_for(dev.closed.wait(), 3)
+    t_close = time.monotonic() - t0
+    assert 0.5 <= t_warn <= 1.2, t_warn
+    assert 0.4 <= t_close - t_warn <= 1.0
+
+
+async def test_a_message_during_the_hard_close_wait_cancels_it(make_gateway) -> None:
+    gw = await make_gateway(**idle(0.3, hard_close_extra_s=0.3, hard_close_wait_s=0.6))
+    dev = await DeviceClient(gw.ws_url, dev_id()).connect()
+    await dev.hello()
+    await dev.expect("system", timeout=3, event="timeout_warning")
+    await dev.send_text("keepalive")
+    await asyncio.sleep(0.5)
+    assert not dev.closed.is_set()  # the wait was cancelled; a new idle period starts
+    await dev.expect("system", timeout=3, event="timeout_warning")
+    await asyncio.wait_for(dev.closed.wait(), 3)
+
+
+async def test_hard_close_is_tripled_in_meeting_mode(make_gateway, asr_owner) -> None:
+    gw = await make_gateway(**idle(0.3, hard_close_extra_s=0.2, hard_close_wait_s=0.2))
+    dev = await DeviceClient(gw.ws_url, dev_id()).connect()
+    await dev.hello()
+    await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
+    t0 = time.monotonic()
+    await dev.expect("system", timeout=4, event="timeout_warning")
+    assert time.monotonic() - t0 >= 0.9  # 0.3 x 3 + 0.2
+    await dev.close()
+
+
+async def test_listen_debounce(gateway, nc, asr_owner) -> None:
+    controls: list[AsrControl] = []
+
+    async def on_control(msg) -> None:  # type: ignore[no-untyped-def]
+        controls.append(decode(AsrControl, msg.data))
+
+    sub = await nc.subscribe("supie.v1.asr.stream.*.control", cb=on_control)
+    async with DeviceClient(gateway.ws_url, dev_id()) as dev:
+        await dev.hello()
+        await dev.listen("start", "manual")  # opens the stream
+        await dev.listen("stop")  # within 300 ms: ignored
+        await dev.listen("start", "manual")  # within 300 ms: ignored
+        await asyncio.sleep(0.35)
+        await dev.listen("stop")  # accepted: flush
+        await asyncio.sleep(0.35)
+        await dev.listen("start", "auto")  # accepted
+        await asyncio.sleep(0.2)
+    await sub.unsubscribe()
+    actions = [c.action for c in controls]
+    assert actions[:2] == ["listen_stop", "listen_start"], actions
+    assert controls[1].listen_mode == "auto"
+
+
+async def test_update_config_checks_the_secret_and_reloads(make_gateway, nc, tmp_path: Path
+                                                           ) -> None:
+    cfg = tmp_path / "live.yaml"
+    cfg.write_text("server:\n  listen_debounce_ms: 300\n")
+    gw = await make_gateway(server={"secret": "topsecret", "config_watch_interval_s": 0})
+    gw.service.config_path = cfg
+    gw.service.hub.config_path_str = str(cfg)
+    events: list[ConfigUpdated] = []
+
+    async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
+        events.append(decode(ConfigUpdated, msg.data))
+
+    sub = await nc.subscribe(Subjects.CONFIG_UPDATED, cb=on_event)
+    async with DeviceClient(gw.ws_url, dev_id()) as dev:
+        await dev.hello()
+        await dev.send_json({"type": "server", "action": "update_config",
+                             "content": {"secret": "wrong"}})
+        err = await dev.expect("server", timeout=3)
+        assert err["status"] == "error" and "secret" in err["message"]
+        await asyncio.sleep(0.2)
+        assert events == []
+        cfg.write_text("server:\n  listen_debounce_ms: 999\n  secret: topsecret\n")
+        await dev.send_json({"type": "server", "action": "update_config",
+                             "content": {"secret": "topsecret"}})
+        ok = await dev.expect("server", timeout=3)
+        assert ok["status"] == "success"
+        for _ in range(40):
+            if gw.service.hub.settings.server.listen_debounce_ms == 999:
+                break
+            await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    assert [e.source for e in events] == ["device"]
+    assert gw.service.hub.settings.server.listen_debounce_ms == 999
+
+
+async def test_invalid_config_is_rejected_and_the_old_one_kept(make_gateway, nc,
+                                                               tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("server:\n  listen_debounce_ms: many\n")
+    gw = await make_gateway(server={"config_watch_interval_s": 0})
+    before = gw.service.settings
+    await nc.publish(Subjects.CONFIG_UPDATED,
+                     encode(ConfigUpdated(source="api", config_path=str(cfg))))
+    await asyncio.sleep(0.3)
+    assert gw.service.settings is before
+
+
+async def test_a_changed_config_file_reloads_every_service(make_gateway, nc,
+                                                           tmp_path: Path) -> None:
+    cfg = tmp_path / "watched.yaml"
+    cfg.write_text("server:\n  api_rate_limit: 10\n")
+    events: list[ConfigUpdated] = []
+
+    async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
+        events.append(decode(ConfigUpdated, msg.data))
+
+    sub = await nc.subscribe(Subjects.CONFIG_UPDATED, cb=on_event)
+    gw = await make_gateway(server={"config_watch_interval_s": 0.1})
+    gw.service.config_path = cfg
+    gw.service.spawn(gw.service._watch_config_file(), "watch")  # noqa: SLF001 - the test's file
+    await asyncio.sleep(0.3)
+    cfg.write_text("server:\n  api_rate_limit: 77\n")
+    for _ in range(40):
+        if gw.service.settings.server.api_rate_limit == 77:
+            break
+        await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    assert [e.source for e in events] == ["file"]
+    assert gw.service.rate_limiter.rate == 77
+
+
+async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
+        make_gateway, nc, asr_owner) -> None:
+    a, b = await make_gateway(), await make_gateway()
+    device = dev_id()
+    dev = await DeviceClient(a.ws_url, device).connect()
+    await dev.hello()
+    await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
+    await dev.expect("mode", status="ok")
+    meeting_id = a.service.hub.connections[device].meeting_id
+    for i in range(20):
+        await nc.publish(Subjects.device_out(device),
+                         encode(DeviceOutbound(message={"type": "stt", "text": f"queued {i}"})))
+    await a.service.stop()
+    await asyncio.wait_for(dev.closed.wait(), 5)
+    assert dev.ws is not None and dev.ws.close_code == 1001
+    texts = [m["text"] for m in dev.received if m.get("type") == "stt"]
+    assert texts == [f"queued {i}" for i in range(20)]  # nothing queued was lost
+    async with DeviceClient(b.ws_url, device) as again:
+        await again.hello()
+        conn = b.service.hub.connections[device]
+        assert conn.mode == "meeting" and conn.meeting_id == meeting_id
