@@ -46,17 +46,33 @@ def device_id(worker: int, i: int) -> str:
     return "be:" + ":".join(f"{(n >> s) & 0xFF:02x}" for s in (32, 24, 16, 8, 0))
 
 
-async def _client(url: str, dev: str, stream_s: float | None, hold_s: float,
-                  stats: dict[str, int]) -> None:
+async def _client(
+    url: str, dev: str, stream_s: float | None, hold_s: float, stats: dict[str, int]
+) -> None:
     from websockets.asyncio.client import connect
 
     try:
-        async with connect(url, additional_headers={"Device-Id": dev, "Client-Id": dev,
-                                                    "Protocol-Version": "1"},
-                           open_timeout=60, ping_interval=None) as ws:
-            await ws.send(json.dumps({"type": "hello", "version": 1, "transport": "websocket",
-                                      "audio_params": {"format": "opus", "sample_rate": 16000,
-                                                       "channels": 1, "frame_duration": 60}}))
+        async with connect(
+            url,
+            additional_headers={"Device-Id": dev, "Client-Id": dev, "Protocol-Version": "1"},
+            open_timeout=60,
+            ping_interval=None,
+        ) as ws:
+            await ws.send(
+                json.dumps(
+                    {
+                        "type": "hello",
+                        "version": 1,
+                        "transport": "websocket",
+                        "audio_params": {
+                            "format": "opus",
+                            "sample_rate": 16000,
+                            "channels": 1,
+                            "frame_duration": 60,
+                        },
+                    }
+                )
+            )
             await asyncio.wait_for(ws.recv(), 30)
             stats["connected"] += 1
             reader = asyncio.create_task(_drain(ws))
@@ -85,8 +101,16 @@ async def _drain(ws) -> None:  # type: ignore[no-untyped-def]
         pass
 
 
-def _worker(url: str, worker: int, n_conn: int, n_stream: int, ramp_s: float, stream_s: float,
-            hold_s: float, out: mp.Queue) -> None:  # type: ignore[type-arg]
+def _worker(
+    url: str,
+    worker: int,
+    n_conn: int,
+    n_stream: int,
+    ramp_s: float,
+    stream_s: float,
+    hold_s: float,
+    out: mp.Queue,
+) -> None:  # type: ignore[type-arg]
     async def main() -> None:
         stats = {"connected": 0, "sent": 0, "failed": 0}
         tasks = []
@@ -108,12 +132,23 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
     valkey.start()
     ws_port, http_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPIE_")}
-    env.update({"SUPIE_NATS__URL": nats.url, "SUPIE_REDIS__URL": valkey.url,
-                "SUPIE_DATA_DIR": str(tmp / "data"), "SUPIE_SERVER__WS_PORT": str(ws_port),
-                "SUPIE_SERVER__HTTP_PORT": str(http_port), "SUPIE_LOG__LEVEL": "WARNING",
-                "SUPIE_SERVER__IP": "127.0.0.1"})
-    gw = subprocess.Popen([sys.executable, "-m", "supie_gateway"], env=env,
-                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env.update(
+        {
+            "SUPIE_NATS__URL": nats.url,
+            "SUPIE_REDIS__URL": valkey.url,
+            "SUPIE_DATA_DIR": str(tmp / "data"),
+            "SUPIE_SERVER__WS_PORT": str(ws_port),
+            "SUPIE_SERVER__HTTP_PORT": str(http_port),
+            "SUPIE_LOG__LEVEL": "WARNING",
+            "SUPIE_SERVER__IP": "127.0.0.1",
+        }
+    )
+    gw = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+        [sys.executable, "-m", "supie_gateway"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     wait_for_port("127.0.0.1", ws_port, 30)
     gw_ps = psutil.Process(gw.pid)
 
@@ -143,8 +178,10 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
         while True:
             await asyncio.sleep(0.5)
             for sid in list(streams):
-                await nc.publish(Subjects.asr_events(sid), encode(
-                    AsrEvent(kind="heartbeat", stream_id=sid, owner="bench")))
+                await nc.publish(
+                    Subjects.asr_events(sid),
+                    encode(AsrEvent(kind="heartbeat", stream_id=sid, owner="bench")),
+                )
 
     await nc.subscribe(Subjects.ASR_OPEN, queue="asr", cb=on_open)
     beat = asyncio.create_task(heartbeats())
@@ -157,8 +194,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
     for w in range(workers):
         n_conn = args.connections // workers + (1 if w < args.connections % workers else 0)
         n_stream = args.streaming // workers + (1 if w < args.streaming % workers else 0)
-        p = mp.Process(target=_worker, args=(url, w, n_conn, n_stream, args.ramp,
-                                             args.seconds, hold - 2, out))
+        p = mp.Process(
+            target=_worker, args=(url, w, n_conn, n_stream, args.ramp, args.seconds, hold - 2, out)
+        )
         p.start()
         procs.append(p)
 
@@ -183,8 +221,9 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
 
     sent = sum(r["sent"] for r in results)
     lat = sorted(latencies)
-    pct = (lambda q: round(lat[min(len(lat) - 1, int(len(lat) * q))], 2)) if lat else (
-        lambda q: None)
+    pct = (
+        (lambda q: round(lat[min(len(lat) - 1, int(len(lat) * q))], 2)) if lat else (lambda q: None)
+    )
     return {
         "bench": "gateway_load",
         "connections": sum(r["connected"] for r in results),

@@ -67,13 +67,15 @@ async def redis(redis_url: str) -> AsyncIterator[Redis]:
 def stack_env(nats_url: str, redis_url: str, tmp_path: Path) -> dict[str, str]:
     """Environment for a service subprocess pointed at the test servers."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("SUPIE_")}
-    env.update({
-        "SUPIE_NATS__URL": nats_url,
-        "SUPIE_REDIS__URL": redis_url,
-        "SUPIE_DATA_DIR": str(tmp_path / "data"),
-        "SUPIE_CONFIG": str(tmp_path / "config.yaml"),
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "SUPIE_NATS__URL": nats_url,
+            "SUPIE_REDIS__URL": redis_url,
+            "SUPIE_DATA_DIR": str(tmp_path / "data"),
+            "SUPIE_CONFIG": str(tmp_path / "config.yaml"),
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -88,14 +90,15 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115
-        self.proc = subprocess.Popen([sys.executable, "-m", self.module], env=self.env,
-                                     stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", self.module], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
         log.close()
         return self
 
     async def wait_healthy(self, nc: NATS, service: str, timeout: float = 60.0) -> None:
-        from supie_common.contracts import HealthPing, HealthPong, Subjects
         from supie_common.bus import BusError, request
+        from supie_common.contracts import HealthPing, HealthPong, Subjects
 
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -174,8 +177,12 @@ async def make_gateway(nats_url: str, redis_url: str, tmp_path: Path):  # type: 
         nats = {"url": nats_url, **overrides.pop("nats", {})}  # type: ignore[dict-item]
         overrides.setdefault("data_dir", tmp_path / "data")
         settings = load_settings(
-            GatewaySettings, tmp_path / "no-config.yaml",
-            nats=nats, redis={"url": redis_url}, server=server, **overrides,
+            GatewaySettings,
+            tmp_path / "no-config.yaml",
+            nats=nats,
+            redis={"url": redis_url},
+            server=server,
+            **overrides,
         )
         svc = GatewayService(settings)
         await svc.start()
@@ -224,8 +231,10 @@ async def asr_owner(nc: NATS) -> AsyncIterator[set[str]]:
     async def beat() -> None:
         while True:
             for sid in list(streams):
-                await nc.publish(Subjects.asr_events(sid), encode(
-                    AsrEvent(kind="heartbeat", stream_id=sid, owner="test")))
+                await nc.publish(
+                    Subjects.asr_events(sid),
+                    encode(AsrEvent(kind="heartbeat", stream_id=sid, owner="test")),
+                )
             await asyncio.sleep(0.3)
 
     sub = await nc.subscribe(Subjects.ASR_OPEN, queue=Queues.ASR, cb=on_open)

@@ -28,10 +28,25 @@ def _env(tmp_path: Path) -> dict[str, str]:
 def test_up_reports_ready_serves_healthz_and_stops_clean(tmp_path: Path) -> None:
     ws_port, http_port = free_port(), free_port()
     proc = subprocess.Popen(
-        [*SUPIE, "up", "--services", "gateway", "--ws-port", str(ws_port),
-         "--http-port", str(http_port), "--data-dir", str(tmp_path / "data"),
-         "--config", str(tmp_path / "config.yaml")],
-        env=_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        [
+            *SUPIE,
+            "up",
+            "--services",
+            "gateway",
+            "--ws-port",
+            str(ws_port),
+            "--http-port",
+            str(http_port),
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--config",
+            str(tmp_path / "config.yaml"),
+        ],
+        env=_env(tmp_path),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert proc.stdout is not None
     lines: list[str] = []
     deadline = time.monotonic() + 60
@@ -66,8 +81,13 @@ def test_up_reports_ready_serves_healthz_and_stops_clean(tmp_path: Path) -> None
 def test_up_refuses_an_invalid_config(tmp_path: Path) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text("server:\n  http_port: not-a-port\n")
-    out = subprocess.run([*SUPIE, "up", "--config", str(cfg)], env=_env(tmp_path),
-                         capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [*SUPIE, "up", "--config", str(cfg)],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 2
     assert "server.http_port" in out.stderr
 
@@ -76,9 +96,21 @@ async def test_device_simulator_prints_hello_and_pong(gateway) -> None:
     import asyncio
 
     proc = await asyncio.create_subprocess_exec(
-        *SUPIE, "device", "--url", gateway.ws_url, "--device-id", "AA:BB:CC:DD:EE:77",
-        "--mode", "working", "--send", '{"type":"listen","state":"detect","text":"hi there"}',
-        "--wait", "0.5", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        *SUPIE,
+        "device",
+        "--url",
+        gateway.ws_url,
+        "--device-id",
+        "AA:BB:CC:DD:EE:77",
+        "--mode",
+        "working",
+        "--send",
+        '{"type":"listen","state":"detect","text":"hi there"}',
+        "--wait",
+        "0.5",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await asyncio.wait_for(proc.communicate(), 30)
     text = out.decode()
     assert proc.returncode == 0, text
@@ -89,6 +121,11 @@ async def test_device_simulator_prints_hello_and_pong(gateway) -> None:
 
 
 def test_device_simulator_reports_an_unreachable_server(tmp_path: Path) -> None:
-    out = subprocess.run([*SUPIE, "device", "--url", f"ws://127.0.0.1:{free_port()}/supie/v1/"],
-                         env=_env(tmp_path), capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [*SUPIE, "device", "--url", f"ws://127.0.0.1:{free_port()}/supie/v1/"],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert out.returncode == 1 and "cannot connect" in out.stderr

@@ -24,8 +24,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_settings_yaml_then_env_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = tmp_path / "config.yaml"
-    cfg.write_text("server:\n  ws_port: 9100\n  http_port: 9101\nmeeting:\n"
-                   "  transcript_push_interval_ms: 20000\n")
+    cfg.write_text(
+        "server:\n  ws_port: 9100\n  http_port: 9101\nmeeting:\n"
+        "  transcript_push_interval_ms: 20000\n"
+    )
     monkeypatch.setenv("SUPIE_SERVER__HTTP_PORT", "9200")
     settings = load_settings(GatewaySettings, cfg)
     assert settings.server.ws_port == 9100
@@ -153,17 +155,29 @@ def test_malformed_payload_raises() -> None:
 
 def test_every_subject_is_documented() -> None:
     doc = (ROOT / "docs" / "subjects.md").read_text()
-    constants = [v for k, v in vars(Subjects).items() if k.isupper() and isinstance(v, str)
-                 and v.startswith("supie.")]
-    builders = [getattr(Subjects, k)("X") for k, v in vars(Subjects).items()
-                if isinstance(v, staticmethod)]
+    constants = [
+        v
+        for k, v in vars(Subjects).items()
+        if k.isupper() and isinstance(v, str) and v.startswith("supie.")
+    ]
+    builders = [
+        getattr(Subjects, k)("X") for k, v in vars(Subjects).items() if isinstance(v, staticmethod)
+    ]
     for subject in constants + builders:
         pattern = re.sub(r"\bX\b|\*", "<", subject).split("<")[0]
         assert pattern in doc, f"{subject} missing from docs/subjects.md"
 
 
 def test_contract_models_serialise_compactly() -> None:
-    t = Transcript(device_id="d", session_id="s", gateway_id="g", stream_id="st",
-                   utterance_id="u", text="hi", start_ms=0, end_ms=10)
+    t = Transcript(
+        device_id="d",
+        session_id="s",
+        gateway_id="g",
+        stream_id="st",
+        utterance_id="u",
+        text="hi",
+        start_ms=0,
+        end_ms=10,
+    )
     body = json.loads(t.model_dump_json())
     assert body["text"] == "hi"

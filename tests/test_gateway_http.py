@@ -16,12 +16,20 @@ from .test_gateway_protocol import dev_id
 @pytest.mark.parametrize("path", ["/supie/ota/", "/xiaozhi/ota/"])
 @pytest.mark.parametrize("method", ["GET", "POST"])
 async def test_ota_hands_out_the_websocket_and_no_mqtt(gateway, path: str, method: str) -> None:
-    headers = {"Device-Id": "AA:BB:CC:DD:EE:FF", "Client-Id": "c-1",
-               "Content-Type": "application/json"}
+    headers = {
+        "Device-Id": "AA:BB:CC:DD:EE:FF",
+        "Client-Id": "c-1",
+        "Content-Type": "application/json",
+    }
     async with httpx.AsyncClient() as client:
-        resp = await client.request(method, gateway.http_url + path, headers=headers,
-                                    content=b'{"version":2,"mac_address":"aa:bb:cc:dd:ee:ff"}'
-                                    if method == "POST" else None)
+        resp = await client.request(
+            method,
+            gateway.http_url + path,
+            headers=headers,
+            content=b'{"version":2,"mac_address":"aa:bb:cc:dd:ee:ff"}'
+            if method == "POST"
+            else None,
+        )
     assert resp.status_code == 200
     body = resp.json()
     assert "mqtt" not in body
@@ -80,8 +88,9 @@ async def _fake_meeting_api(nc):  # type: ignore[no-untyped-def]
 
 
 async def test_api_token_auth_and_rate_limit(make_gateway, nc) -> None:
-    gw = await make_gateway(server={"api_token": "s3cret", "api_rate_limit": 2,
-                                    "api_rate_burst": 3})
+    gw = await make_gateway(
+        server={"api_token": "s3cret", "api_rate_limit": 2, "api_rate_burst": 3}
+    )
     sub = await _fake_meeting_api(nc)
     url = gw.http_url + "/supie/meetings/abc?preview=3"
     async with httpx.AsyncClient() as client:
@@ -89,18 +98,23 @@ async def test_api_token_auth_and_rate_limit(make_gateway, nc) -> None:
         assert (await client.get(url, headers={"X-API-Token": "nope"})).status_code == 401
         ok = await client.get(url, headers={"Authorization": "Bearer s3cret"})
         assert ok.status_code == 200
-        assert ok.json() == {"success": True, "data": {"op": "detail", "params": {
-            "preview": "3", "sessionId": "abc"}}}
-        codes = [(await client.get(url, headers={"X-API-Token": "s3cret"})).status_code
-                 for _ in range(6)]
+        assert ok.json() == {
+            "success": True,
+            "data": {"op": "detail", "params": {"preview": "3", "sessionId": "abc"}},
+        }
+        codes = [
+            (await client.get(url, headers={"X-API-Token": "s3cret"})).status_code for _ in range(6)
+        ]
     assert 429 in codes
     await sub.unsubscribe()
 
 
 async def test_api_cors_preflight(gateway) -> None:
     async with httpx.AsyncClient() as client:
-        resp = await client.options(gateway.http_url + "/supie/meetings/recent", headers={
-            "Origin": "http://example.test", "Access-Control-Request-Method": "GET"})
+        resp = await client.options(
+            gateway.http_url + "/supie/meetings/recent",
+            headers={"Origin": "http://example.test", "Access-Control-Request-Method": "GET"},
+        )
     assert resp.status_code == 200
     assert resp.headers["access-control-allow-origin"] in ("*", "http://example.test")
 
@@ -119,8 +133,13 @@ async def test_openapi_document(gateway) -> None:
 
 
 async def test_device_auth_when_enabled(make_gateway) -> None:
-    gw = await make_gateway(server={"auth": {"enabled": True, "tokens": ["static-tok"],
-                                             "auth_key": "k", "allowed_devices": ["AA:00:00:00:00:01"]}})
+    auth = {
+        "enabled": True,
+        "tokens": ["static-tok"],
+        "auth_key": "k",
+        "allowed_devices": ["AA:00:00:00:00:01"],
+    }
+    gw = await make_gateway(server={"auth": auth})
     with pytest.raises(InvalidStatus) as info:
         async with connect(gw.ws_url, additional_headers={"Device-Id": dev_id()}):
             pass
@@ -128,8 +147,9 @@ async def test_device_auth_when_enabled(make_gateway) -> None:
     async with DeviceClient(gw.ws_url, dev_id(), token="static-tok") as dev:
         await dev.hello()
     device = dev_id()
-    async with DeviceClient(gw.ws_url, device, client_id="cid",
-                            token=mint_token("k", "cid", device)) as dev:
+    async with DeviceClient(
+        gw.ws_url, device, client_id="cid", token=mint_token("k", "cid", device)
+    ) as dev:
         await dev.hello()
     async with DeviceClient(gw.ws_url, "aa:00:00:00:00:01") as dev:
         await dev.hello()

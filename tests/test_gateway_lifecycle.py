@@ -26,15 +26,20 @@ SILENCE = OpusEncoder().encode(np.zeros(960, dtype=np.int16))
 
 
 def idle(threshold: float, **extra: object) -> dict[str, object]:
-    server: dict[str, object] = {"close_connection_no_voice_time": threshold,
-                                 "idle_mode_multiplier": 3.0, "hard_close_extra_s": 30.0,
-                                 "hard_close_wait_s": 0.4, "idle_check_interval_s": 0.05}
+    server: dict[str, object] = {
+        "close_connection_no_voice_time": threshold,
+        "idle_mode_multiplier": 3.0,
+        "hard_close_extra_s": 30.0,
+        "hard_close_wait_s": 0.4,
+        "idle_check_interval_s": 0.05,
+    }
     server.update(extra)
     return {"server": server}
 
 
-async def stream_silence_until_closed(dev: DeviceClient, limit_s: float,
-                                      ping_at: float | None = None) -> float:
+async def stream_silence_until_closed(
+    dev: DeviceClient, limit_s: float, ping_at: float | None = None
+) -> float:
     """Send silent 60 ms frames (a badge in a quiet room) until the server closes; return when."""
     t0 = time.monotonic()
     pinged = False
@@ -52,14 +57,19 @@ async def stream_silence_until_closed(dev: DeviceClient, limit_s: float,
 
 
 def warning_index(dev: DeviceClient) -> int:
-    return next(i for i, m in enumerate(dev.received)
-                if m.get("type") == "stt" and "即将结束" in m.get("text", ""))
+    return next(
+        i
+        for i, m in enumerate(dev.received)
+        if m.get("type") == "stt" and "即将结束" in m.get("text", "")
+    )
 
 
-@pytest.mark.parametrize(("mode", "expected"), [(None, 0.6), ("coding", 0.6), ("working", 1.8),
-                                                ("meeting", 1.8)])
-async def test_no_voice_close_is_mode_aware_and_warns_first(make_gateway, asr_owner, mode,
-                                                            expected) -> None:
+@pytest.mark.parametrize(
+    ("mode", "expected"), [(None, 0.6), ("coding", 0.6), ("working", 1.8), ("meeting", 1.8)]
+)
+async def test_no_voice_close_is_mode_aware_and_warns_first(
+    make_gateway, asr_owner, mode, expected
+) -> None:
     gw = await make_gateway(**idle(0.6))
     dev = await DeviceClient(gw.ws_url, dev_id()).connect()
     await dev.hello()
@@ -144,8 +154,9 @@ async def test_listen_debounce(gateway, nc, asr_owner) -> None:
     assert controls[1].listen_mode == "auto"
 
 
-async def test_update_config_checks_the_secret_and_reloads(make_gateway, nc, tmp_path: Path
-                                                           ) -> None:
+async def test_update_config_checks_the_secret_and_reloads(
+    make_gateway, nc, tmp_path: Path
+) -> None:
     cfg = tmp_path / "live.yaml"
     cfg.write_text("server:\n  listen_debounce_ms: 300\n")
     gw = await make_gateway(server={"secret": "topsecret", "config_watch_interval_s": 0})
@@ -159,15 +170,17 @@ async def test_update_config_checks_the_secret_and_reloads(make_gateway, nc, tmp
     sub = await nc.subscribe(Subjects.CONFIG_UPDATED, cb=on_event)
     async with DeviceClient(gw.ws_url, dev_id()) as dev:
         await dev.hello()
-        await dev.send_json({"type": "server", "action": "update_config",
-                             "content": {"secret": "wrong"}})
+        await dev.send_json(
+            {"type": "server", "action": "update_config", "content": {"secret": "wrong"}}
+        )
         err = await dev.expect("server", timeout=3)
         assert err["status"] == "error" and "secret" in err["message"]
         await asyncio.sleep(0.2)
         assert events == []
         cfg.write_text("server:\n  listen_debounce_ms: 999\n  secret: topsecret\n")
-        await dev.send_json({"type": "server", "action": "update_config",
-                             "content": {"secret": "topsecret"}})
+        await dev.send_json(
+            {"type": "server", "action": "update_config", "content": {"secret": "topsecret"}}
+        )
         ok = await dev.expect("server", timeout=3)
         assert ok["status"] == "success"
         for _ in range(40):
@@ -179,20 +192,23 @@ async def test_update_config_checks_the_secret_and_reloads(make_gateway, nc, tmp
     assert gw.service.hub.settings.server.listen_debounce_ms == 999
 
 
-async def test_invalid_config_is_rejected_and_the_old_one_kept(make_gateway, nc,
-                                                               tmp_path: Path) -> None:
+async def test_invalid_config_is_rejected_and_the_old_one_kept(
+    make_gateway, nc, tmp_path: Path
+) -> None:
     cfg = tmp_path / "bad.yaml"
     cfg.write_text("server:\n  listen_debounce_ms: many\n")
     gw = await make_gateway(server={"config_watch_interval_s": 0})
     before = gw.service.settings
-    await nc.publish(Subjects.CONFIG_UPDATED,
-                     encode(ConfigUpdated(source="api", config_path=str(cfg))))
+    await nc.publish(
+        Subjects.CONFIG_UPDATED, encode(ConfigUpdated(source="api", config_path=str(cfg)))
+    )
     await asyncio.sleep(0.3)
     assert gw.service.settings is before
 
 
-async def test_a_changed_config_file_reloads_every_service(make_gateway, nc,
-                                                           tmp_path: Path) -> None:
+async def test_a_changed_config_file_reloads_every_service(
+    make_gateway, nc, tmp_path: Path
+) -> None:
     cfg = tmp_path / "watched.yaml"
     cfg.write_text("server:\n  api_rate_limit: 10\n")
     events: list[ConfigUpdated] = []
@@ -216,7 +232,8 @@ async def test_a_changed_config_file_reloads_every_service(make_gateway, nc,
 
 
 async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
-        make_gateway, nc, asr_owner) -> None:
+    make_gateway, nc, asr_owner
+) -> None:
     a, b = await make_gateway(), await make_gateway()
     device = dev_id()
     dev = await DeviceClient(a.ws_url, device).connect()
@@ -225,8 +242,10 @@ async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
     await dev.expect("mode", status="ok")
     meeting_id = a.service.hub.connections[device].meeting_id
     for i in range(20):
-        await nc.publish(Subjects.device_out(device),
-                         encode(DeviceOutbound(message={"type": "stt", "text": f"queued {i}"})))
+        await nc.publish(
+            Subjects.device_out(device),
+            encode(DeviceOutbound(message={"type": "stt", "text": f"queued {i}"})),
+        )
     await a.service.stop()
     await asyncio.wait_for(dev.closed.wait(), 5)
     assert dev.ws is not None and dev.ws.close_code == 1001

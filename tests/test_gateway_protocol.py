@@ -41,13 +41,20 @@ def assert_server_hello(msg: dict) -> None:
 
 HELLO_VARIANTS = {
     "firmware": firmware_hello(),
-    "firmware-aec-glyph": {**firmware_hello(), "features": {"mcp": True, "aec": True,
-                                                            "glyph_push": True}},
+    "firmware-aec-glyph": {
+        **firmware_hello(),
+        "features": {"mcp": True, "aec": True, "glyph_push": True},
+    },
     "py-xiaozhi-20ms": firmware_hello(frame_ms=20),
-    "xiaozhi-sdk": {**firmware_hello(), "features": {"mcp": True,
-                                                     "consistent_sample_rate": False}},
-    "browser": {"type": "hello", "device_id": "web", "device_name": "Browser",
-                "device_mac": "aa:bb", "token": "x", "features": {"mcp": True, "emoji": True}},
+    "xiaozhi-sdk": {**firmware_hello(), "features": {"mcp": True, "consistent_sample_rate": False}},
+    "browser": {
+        "type": "hello",
+        "device_id": "web",
+        "device_name": "Browser",
+        "device_mac": "aa:bb",
+        "token": "x",
+        "features": {"mcp": True, "emoji": True},
+    },
     "minimal": {"type": "hello"},
 }
 
@@ -109,8 +116,11 @@ async def test_legacy_config_update_is_a_noop(gateway) -> None:
     async with DeviceClient(gateway.ws_url, dev_id()) as dev:
         await dev.hello()
         await dev.send_json({"type": "config_update", "config": {"a": 1}})
-        assert await dev.expect("config_update") == {"type": "config_update", "status": "ok",
-                                                     "noop": True}
+        assert await dev.expect("config_update") == {
+            "type": "config_update",
+            "status": "ok",
+            "noop": True,
+        }
 
 
 async def test_mode_acks_idempotent_start_and_invalid(gateway) -> None:
@@ -118,8 +128,12 @@ async def test_mode_acks_idempotent_start_and_invalid(gateway) -> None:
         await dev.hello()
         for mode in ("coding", "coding"):
             await dev.send_json({"type": "mode", "state": "start", "mode": mode})
-            assert await dev.expect("mode") == {"type": "mode", "status": "ok", "state": "start",
-                                                "mode": mode}
+            assert await dev.expect("mode") == {
+                "type": "mode",
+                "status": "ok",
+                "state": "start",
+                "mode": mode,
+            }
         await dev.send_json({"type": "mode", "state": "end", "mode": "coding"})
         assert (await dev.expect("mode"))["state"] == "end"
         await dev.send_json({"type": "mode", "state": "start", "mode": "party"})
@@ -132,8 +146,7 @@ async def test_working_mode_start_asks_the_badge_to_listen(gateway) -> None:
         await dev.hello()
         await dev.send_json({"type": "mode", "state": "start", "mode": "working"})
         await dev.expect("mode", status="ok")
-        assert await dev.expect("listen") == {"type": "listen", "state": "start",
-                                              "mode": "manual"}
+        assert await dev.expect("listen") == {"type": "listen", "state": "start", "mode": "manual"}
 
 
 BAD_INPUTS = [
@@ -148,8 +161,9 @@ BAD_INPUTS = [
 
 
 @pytest.mark.parametrize(("kind", "payload", "code"), BAD_INPUTS)
-async def test_bad_input_gets_a_clear_error_and_the_connection_stays(make_gateway, kind, payload,
-                                                                      code) -> None:
+async def test_bad_input_gets_a_clear_error_and_the_connection_stays(
+    make_gateway, kind, payload, code
+) -> None:
     gw = await make_gateway(server={"max_frame_bytes": 4096})
     async with DeviceClient(gw.ws_url, dev_id()) as dev:
         await dev.hello()
@@ -181,8 +195,9 @@ async def test_malformed_v2_frame(gateway, bad: bytes) -> None:
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
-async def test_uplink_audio_reaches_the_bus_with_headers(gateway, nc, asr_owner,
-                                                         version: int) -> None:
+async def test_uplink_audio_reaches_the_bus_with_headers(
+    gateway, nc, asr_owner, version: int
+) -> None:
     device = dev_id()
     got: list = []
 
@@ -226,8 +241,10 @@ async def test_outbound_subject_reaches_the_socket(gateway, nc) -> None:
     device = dev_id()
     async with DeviceClient(gateway.ws_url, device) as dev:
         await dev.hello()
-        await nc.publish(Subjects.device_out(device),
-                         encode(DeviceOutbound(message={"type": "stt", "text": "hi"})))
+        await nc.publish(
+            Subjects.device_out(device),
+            encode(DeviceOutbound(message={"type": "stt", "text": "hi"})),
+        )
         assert (await dev.expect("stt", timeout=3))["text"] == "hi"
 
 
@@ -256,7 +273,8 @@ async def test_plain_http_on_the_websocket_port(gateway) -> None:
 
 async def test_unsupported_protocol_version_is_refused(gateway) -> None:
     with pytest.raises(InvalidStatus) as info:
-        async with connect(gateway.ws_url, additional_headers={"Protocol-Version": "9",
-                                                               "Device-Id": dev_id()}):
+        async with connect(
+            gateway.ws_url, additional_headers={"Protocol-Version": "9", "Device-Id": dev_id()}
+        ):
             pass
     assert info.value.response.status_code == 400

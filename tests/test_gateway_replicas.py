@@ -69,7 +69,8 @@ async def test_outbound_reaches_the_device_on_any_replica(make_gateway, nc) -> N
     assert (await c2.expect("stt", timeout=3))["text"] == f"for {d2}"
     await asyncio.sleep(0.2)
     assert [m for m in c1.received if m.get("type") == "stt"] == [
-        {"type": "stt", "text": f"for {d1}"}]
+        {"type": "stt", "text": f"for {d1}"}
+    ]
     await c1.close()
     await c2.close()
 

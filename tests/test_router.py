@@ -8,8 +8,17 @@ from supie_gateway.router import FinalizeMeeting, Publish, SwitchMode, ToDevice,
 
 
 def t(text: str, source: str = "asr") -> Transcript:
-    return Transcript(device_id="d", session_id="s", gateway_id="g", stream_id="x",
-                      utterance_id="u", text=text, start_ms=0, end_ms=1, source=source)
+    return Transcript(
+        device_id="d",
+        session_id="s",
+        gateway_id="g",
+        stream_id="x",
+        utterance_id="u",
+        text=text,
+        start_ms=0,
+        end_ms=1,
+        source=source,
+    )
 
 
 def kinds(actions: list) -> list[str]:  # type: ignore[type-arg]
@@ -30,31 +39,62 @@ TABLE = [
     # mode, text, source, disable_tts, expected
     (None, "hello world", "asr", True, ["device:audio", "device:stt"]),
     (None, "hello world", "text", True, ["device:stt"]),
-    ("meeting", "we decided to ship", "asr", True,
-     ["device:audio", f"publish:{Subjects.MEETING_TRANSCRIPT}"]),
-    ("meeting", "we decided to ship", "asr", False,
-     ["device:audio", f"publish:{Subjects.MEETING_TRANSCRIPT}", "device:stt"]),
+    (
+        "meeting",
+        "we decided to ship",
+        "asr",
+        True,
+        ["device:audio", f"publish:{Subjects.MEETING_TRANSCRIPT}"],
+    ),
+    (
+        "meeting",
+        "we decided to ship",
+        "asr",
+        False,
+        ["device:audio", f"publish:{Subjects.MEETING_TRANSCRIPT}", "device:stt"],
+    ),
     ("meeting", "好的，结束会议", "asr", True, ["device:audio", "finalize"]),
     ("meeting", "Finalize meeting.", "text", True, ["finalize"]),
-    ("working", "claim task two", "asr", True,
-     ["device:audio", "device:stt", f"publish:{Subjects.WORKFLOW_INTENT}"]),
+    (
+        "working",
+        "claim task two",
+        "asr",
+        True,
+        ["device:audio", "device:stt", f"publish:{Subjects.WORKFLOW_INTENT}"],
+    ),
     ("working", "完成任务一", "text", True, ["device:stt", f"publish:{Subjects.WORKFLOW_INTENT}"]),
-    ("coding", "why did the build fail", "asr", True,
-     ["device:audio", f"publish:{Subjects.CODING_TEXT}"]),
+    (
+        "coding",
+        "why did the build fail",
+        "asr",
+        True,
+        ["device:audio", f"publish:{Subjects.CODING_TEXT}"],
+    ),
     (None, "进入工作模式", "text", True, ["device:stt", "switch:working"]),
-    ("meeting", "switch to working mode", "asr", True, ["device:audio", "device:stt",
-                                                         "switch:working"]),
+    (
+        "meeting",
+        "switch to working mode",
+        "asr",
+        True,
+        ["device:audio", "device:stt", "switch:working"],
+    ),
     ("coding", "Working mode!", "text", True, ["device:stt", "switch:working"]),
-    ("working", "working mode", "text", True,
-     ["device:stt", f"publish:{Subjects.WORKFLOW_INTENT}"]),
+    (
+        "working",
+        "working mode",
+        "text",
+        True,
+        ["device:stt", f"publish:{Subjects.WORKFLOW_INTENT}"],
+    ),
     (None, "   ", "asr", True, []),
 ]
 
 
 @pytest.mark.parametrize(("mode", "text", "source", "disable_tts", "expected"), TABLE)
 def test_route_table(mode, text, source, disable_tts, expected) -> None:  # type: ignore[no-untyped-def]
-    assert kinds(route_transcript(mode, t(text, source), meeting_disable_tts=disable_tts)) == \
-        expected
+    assert (
+        kinds(route_transcript(mode, t(text, source), meeting_disable_tts=disable_tts)) == expected
+    )
 
 
 def test_mode_switch_echo_carries_the_intent() -> None:

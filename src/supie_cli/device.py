@@ -25,8 +25,13 @@ async def _printer(client: DeviceClient) -> None:
 
 
 async def _session(args: argparse.Namespace) -> int:
-    client = DeviceClient(args.url, args.device_id, client_id=args.client_id, token=args.token,
-                          protocol_version=args.protocol_version)
+    client = DeviceClient(
+        args.url,
+        args.device_id,
+        client_id=args.client_id,
+        token=args.token,
+        protocol_version=args.protocol_version,
+    )
     await client.connect()
     printer = asyncio.create_task(_printer(client))
 
@@ -56,10 +61,17 @@ async def _session(args: argparse.Namespace) -> int:
             await send(msg)
         for wav in args.wav:
             packets = opus_packets_for_wav(wav, frame_ms=args.frame_ms)
-            await send({"type": "listen", "state": "start", "mode": args.listen_mode,
-                        "session_id": client.session_id})
-            print(f".. streaming {wav}: {len(packets)} Opus frames of {args.frame_ms} ms",
-                  flush=True)
+            await send(
+                {
+                    "type": "listen",
+                    "state": "start",
+                    "mode": args.listen_mode,
+                    "session_id": client.session_id,
+                }
+            )
+            print(
+                f".. streaming {wav}: {len(packets)} Opus frames of {args.frame_ms} ms", flush=True
+            )
             await client.stream_packets(packets, frame_ms=args.frame_ms)
             await client.stream_silence(1.0, frame_ms=args.frame_ms)
             await send({"type": "listen", "state": "stop", "session_id": client.session_id})

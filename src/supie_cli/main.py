@@ -1,8 +1,8 @@
 """``supie``: run the whole stack, one service, or a simulated device.
 
-    supie up [--ws-port 8004] [--http-port 8003] [--data-dir ./data] [--config config.yaml]
-    supie gateway|asr|meeting|webhook [service args...]
-    supie device --url ws://127.0.0.1:8004/supie/v1/ [--wav f.wav] [--mode meeting] [--send JSON]
+supie up [--ws-port 8004] [--http-port 8003] [--data-dir ./data] [--config config.yaml]
+supie gateway|asr|meeting|webhook [service args...]
+supie device --url ws://127.0.0.1:8004/supie/v1/ [--wav f.wav] [--mode meeting] [--send JSON]
 """
 
 from __future__ import annotations
@@ -26,8 +26,9 @@ def main(argv: list[str] | None = None) -> None:
     if argv and argv[0] in SERVICES:
         _run_service(argv[0], argv[1:])
         return
-    parser = argparse.ArgumentParser(prog="supie", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="supie", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     up = sub.add_parser("up", help="run the whole stack on the embedded NATS and Valkey")
@@ -35,8 +36,9 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--http-port", type=int, default=None, help="HTTP port (8003)")
     up.add_argument("--data-dir", default=None, help="data folder (./data)")
     up.add_argument("--config", default=None, help="YAML config file (config.yaml)")
-    up.add_argument("--services", default=",".join(SERVICES),
-                    help="comma-separated services to run")
+    up.add_argument(
+        "--services", default=",".join(SERVICES), help="comma-separated services to run"
+    )
 
     dev = sub.add_parser("device", help="a simulated badge speaking the firmware protocol")
     dev.add_argument("--url", default="ws://127.0.0.1:8004/supie/v1/")

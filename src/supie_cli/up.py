@@ -40,9 +40,14 @@ class Supervised:
         while not self._stopping:
             started = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", f"supie_{self.name}", env=self.env,
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True)
+                sys.executable,
+                "-m",
+                f"supie_{self.name}",
+                env=self.env,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True,
+            )
             await self._pump()
             code = await self.proc.wait()
             if self._stopping:
@@ -50,8 +55,7 @@ class Supervised:
             self.restarts += 1
             if time.monotonic() - started > 30:
                 backoff = 0.5
-            print(f"[up] {self.name} exited with {code}; restarting in {backoff:.1f}s",
-                  flush=True)
+            print(f"[up] {self.name} exited with {code}; restarting in {backoff:.1f}s", flush=True)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
@@ -91,18 +95,8 @@ async def _wait_ready(http_url: str, timeout_s: float) -> bool:
     return False
 
 
-async def _up(args: argparse.Namespace) -> int:
-    config = Path(args.config or os.environ.get("SUPIE_CONFIG", "config.yaml"))
-    overrides: dict[str, object] = {}
-    if args.data_dir:
-        overrides["data_dir"] = Path(args.data_dir)
-    try:
-        settings = load_settings(UpSettings, config, **overrides)
-    except ConfigError as exc:
-        print(f"supie up: {exc}", file=sys.stderr)
-        return 2
-    data_dir = settings.data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+async def _up(args: argparse.Namespace, settings: UpSettings, config: Path, data_dir: Path) -> int:
+    await asyncio.to_thread(data_dir.mkdir, parents=True, exist_ok=True)
     ws_port = args.ws_port if args.ws_port is not None else settings.server.ws_port
     http_port = args.http_port if args.http_port is not None else settings.server.http_port
     ws_port = ws_port or free_port()
@@ -133,19 +127,20 @@ async def _up(args: argparse.Namespace) -> int:
         return 1
 
     env = dict(os.environ)
-    env.update({
-        "SUPIE_NATS__URL": nats_url,
-        "SUPIE_REDIS__URL": redis_url,
-        "SUPIE_DATA_DIR": str(data_dir),
-        "SUPIE_CONFIG": str(config.resolve()),
-        "SUPIE_SERVER__WS_PORT": str(ws_port),
-        "SUPIE_SERVER__HTTP_PORT": str(http_port),
-        "SUPIE_SERVICES": "[" + ",".join(f'"{s}"' for s in services) + "]",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "SUPIE_NATS__URL": nats_url,
+            "SUPIE_REDIS__URL": redis_url,
+            "SUPIE_DATA_DIR": str(data_dir),
+            "SUPIE_CONFIG": str(config),
+            "SUPIE_SERVER__WS_PORT": str(ws_port),
+            "SUPIE_SERVER__HTTP_PORT": str(http_port),
+            "SUPIE_SERVICES": "[" + ",".join(f'"{s}"' for s in services) + "]",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     children = [Supervised(name, env) for name in services]
-    tasks = [asyncio.create_task(child.run(), name=f"supervise-{child.name}")
-             for child in children]
+    tasks = [asyncio.create_task(child.run(), name=f"supervise-{child.name}") for child in children]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -157,9 +152,12 @@ async def _up(args: argparse.Namespace) -> int:
     await asyncio.wait({ready, stopped}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     if ready.done() and ready.result():
-        print(f"Supie is ready: devices ws://{host}:{ws_port}/supie/v1/  "
-              f"http://{host}:{http_port}/  (nats {nats_url}, redis {redis_url}, "
-              f"data {data_dir})", flush=True)
+        print(
+            f"Supie is ready: devices ws://{host}:{ws_port}/supie/v1/  "
+            f"http://{host}:{http_port}/  (nats {nats_url}, redis {redis_url}, "
+            f"data {data_dir})",
+            flush=True,
+        )
         await stopped
     elif not stop.is_set():
         print("supie up: the stack did not become healthy in time", file=sys.stderr)
@@ -178,4 +176,14 @@ async def _up(args: argparse.Namespace) -> int:
 
 
 def run_up(args: argparse.Namespace) -> int:
-    return asyncio.run(_up(args))
+    config = Path(os.path.abspath(args.config or os.environ.get("SUPIE_CONFIG", "config.yaml")))
+    overrides: dict[str, object] = {}
+    if args.data_dir:
+        overrides["data_dir"] = Path(args.data_dir)
+    try:
+        settings = load_settings(UpSettings, config, **overrides)
+    except ConfigError as exc:
+        print(f"supie up: {exc}", file=sys.stderr)
+        return 2
+    data_dir = Path(os.path.abspath(settings.data_dir))
+    return asyncio.run(_up(args, settings, config, data_dir))

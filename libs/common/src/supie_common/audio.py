@@ -11,8 +11,16 @@ import numpy as np
 from av.audio.frame import AudioFrame
 from av.audio.resampler import AudioResampler
 
-__all__ = ["SAMPLE_RATE", "read_wav", "write_wav", "OpusEncoder", "OpusDecoder", "pcm16_to_float",
-           "float_to_pcm16", "frames_of"]
+__all__ = [
+    "SAMPLE_RATE",
+    "read_wav",
+    "write_wav",
+    "OpusEncoder",
+    "OpusDecoder",
+    "pcm16_to_float",
+    "float_to_pcm16",
+    "frames_of",
+]
 
 SAMPLE_RATE = 16000
 

@@ -16,8 +16,14 @@ from pydantic import BaseModel
 
 from .contracts import Subjects, decode, encode
 
-__all__ = ["BusError", "BusTimeout", "connect_nats", "ensure_events_stream", "ensure_stream",
-           "request"]
+__all__ = [
+    "BusError",
+    "BusTimeout",
+    "connect_nats",
+    "ensure_events_stream",
+    "ensure_stream",
+    "request",
+]
 
 M = TypeVar("M", bound=BaseModel)
 

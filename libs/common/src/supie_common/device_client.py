@@ -80,11 +80,13 @@ class DeviceClient:
             if self.token:
                 url += f"&authorization=Bearer%20{self.token}"
         else:
-            headers.update({
-                "Protocol-Version": str(self.protocol_version),
-                "Device-Id": self.device_id,
-                "Client-Id": self.client_id,
-            })
+            headers.update(
+                {
+                    "Protocol-Version": str(self.protocol_version),
+                    "Device-Id": self.device_id,
+                    "Client-Id": self.client_id,
+                }
+            )
             if self.token is not None:
                 # The firmware prepends "Bearer " only when the token has no space.
                 headers["Authorization"] = (
@@ -130,9 +132,13 @@ class DeviceClient:
         await self.ws.send(data)
 
     async def send_audio(self, packet: bytes, timestamp_ms: int = 0) -> None:
-        await self.send_bytes(encode_frame(packet, self.protocol_version, timestamp_ms=timestamp_ms))
+        await self.send_bytes(
+            encode_frame(packet, self.protocol_version, timestamp_ms=timestamp_ms)
+        )
 
-    async def hello(self, msg: dict[str, Any] | None = None, timeout: float = 10.0) -> dict[str, Any]:
+    async def hello(
+        self, msg: dict[str, Any] | None = None, timeout: float = 10.0
+    ) -> dict[str, Any]:
         await self.send_json(msg or firmware_hello())
         return await self.expect("hello", timeout=timeout)
 

@@ -13,8 +13,15 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["free_port", "nats_server_binary", "valkey_server_binary", "EmbeddedServer",
-           "EmbeddedNats", "EmbeddedValkey", "wait_for_port"]
+__all__ = [
+    "free_port",
+    "nats_server_binary",
+    "valkey_server_binary",
+    "EmbeddedServer",
+    "EmbeddedNats",
+    "EmbeddedValkey",
+    "wait_for_port",
+]
 
 
 def free_port(host: str = "127.0.0.1") -> int:

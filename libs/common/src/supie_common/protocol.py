@@ -13,8 +13,16 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
-__all__ = ["FrameError", "BinaryFrame", "decode_frame", "encode_frame", "normalize_device_id",
-           "SUPPORTED_VERSIONS", "TYPE_AUDIO", "TYPE_JSON"]
+__all__ = [
+    "FrameError",
+    "BinaryFrame",
+    "decode_frame",
+    "encode_frame",
+    "normalize_device_id",
+    "SUPPORTED_VERSIONS",
+    "TYPE_AUDIO",
+    "TYPE_JSON",
+]
 
 SUPPORTED_VERSIONS = (1, 2, 3)
 TYPE_AUDIO = 0
@@ -58,8 +66,9 @@ def decode_frame(data: bytes, version: int) -> BinaryFrame:
     raise FrameError(f"unsupported protocol version {version}")
 
 
-def encode_frame(payload: bytes, version: int, *, timestamp_ms: int = 0,
-                 ftype: int = TYPE_AUDIO) -> bytes:
+def encode_frame(
+    payload: bytes, version: int, *, timestamp_ms: int = 0, ftype: int = TYPE_AUDIO
+) -> bytes:
     if version == 1:
         return payload
     if version == 2:

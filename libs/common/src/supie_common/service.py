@@ -49,12 +49,14 @@ class Service(Generic[S]):
 
     name = "service"
 
-    def __init__(self, settings: S, *, config_path: str | Path | None = None,
-                 instance_id: str | None = None) -> None:
+    def __init__(
+        self, settings: S, *, config_path: str | Path | None = None, instance_id: str | None = None
+    ) -> None:
         self.settings = settings
         self.config_path = Path(config_path) if config_path else None
-        self.instance_id = instance_id or f"{self.name}-{socket.gethostname()}-{os.getpid()}-" \
-            f"{new_id()[:6]}"
+        self.instance_id = (
+            instance_id or f"{self.name}-{socket.gethostname()}-{os.getpid()}-{new_id()[:6]}"
+        )
         self.nc: NATS = NATS()
         self.redis: Redis | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -63,8 +65,9 @@ class Service(Generic[S]):
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         nats_url = self.settings.nats.url or "nats://127.0.0.1:4222"
-        self.nc = await connect_nats(nats_url, self.instance_id,
-                                     connect_timeout_s=self.settings.nats.connect_timeout_s)
+        self.nc = await connect_nats(
+            nats_url, self.instance_id, connect_timeout_s=self.settings.nats.connect_timeout_s
+        )
         if self.settings.redis.url:
             self.redis = connect_redis(self.settings.redis.url)
         await self.nc.subscribe(Subjects.health(self.name), queue=Queues.HEALTH, cb=self._health)
@@ -158,8 +161,12 @@ class Service(Generic[S]):
             logger.exception("{} failed to apply the new config", self.name)
 
 
-def run_service(factory: Callable[[S, Path | None], Service[S]], settings_cls: type[S],
-                name: str, config_path: str | Path | None = None) -> None:
+def run_service(
+    factory: Callable[[S, Path | None], Service[S]],
+    settings_cls: type[S],
+    name: str,
+    config_path: str | Path | None = None,
+) -> None:
     """Entry point: load settings once, configure logging once, run until SIGTERM/SIGINT."""
     path = Path(config_path) if config_path else None
     try:

@@ -11,8 +11,12 @@ from .service import GatewayService
 
 
 def main() -> None:
-    run_service(lambda s, p: GatewayService(s, p), GatewaySettings, "gateway",
-                sys.argv[1] if len(sys.argv) > 1 else None)
+    run_service(
+        lambda s, p: GatewayService(s, p),
+        GatewaySettings,
+        "gateway",
+        sys.argv[1] if len(sys.argv) > 1 else None,
+    )
 
 
 if __name__ == "__main__":

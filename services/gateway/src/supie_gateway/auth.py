@@ -30,8 +30,9 @@ def _strip_bearer(value: str | None) -> str:
     return value[7:].strip() if value.lower().startswith("bearer ") else value
 
 
-def check_device_auth(auth: AuthSection, device_id: str, client_id: str,
-                      authorization: str | None) -> str | None:
+def check_device_auth(
+    auth: AuthSection, device_id: str, client_id: str, authorization: str | None
+) -> str | None:
     """None when the device may connect, else the reason it may not."""
     if not auth.enabled or device_id in auth.allowed_devices:
         return None

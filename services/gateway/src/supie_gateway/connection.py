@@ -50,8 +50,9 @@ _FORWARD = {
 _IGNORED_TYPES = ("mcp", "iot")  # firmware chatter we accept without a reply
 
 
-def error_message(code: str, message: str, field: str | None = None, **extra: Any
-                  ) -> dict[str, Any]:
+def error_message(
+    code: str, message: str, field: str | None = None, **extra: Any
+) -> dict[str, Any]:
     msg: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if field:
         msg["field"] = field
@@ -62,8 +63,16 @@ def error_message(code: str, message: str, field: str | None = None, **extra: An
 class DeviceConnection:
     """Protocol state of one socket. Created by the hub once the handshake is accepted."""
 
-    def __init__(self, hub: Hub, ws: ServerConnection, *, device_id: str, client_id: str | None,
-                 protocol_version: int, group_key: str) -> None:
+    def __init__(
+        self,
+        hub: Hub,
+        ws: ServerConnection,
+        *,
+        device_id: str,
+        client_id: str | None,
+        protocol_version: int,
+        group_key: str,
+    ) -> None:
         self.hub = hub
         self.ws = ws
         self.device_id = device_id
@@ -109,18 +118,24 @@ class DeviceConnection:
 
     @property
     def envelope(self) -> dict[str, str]:
-        return {"device_id": self.device_id, "session_id": self.session_id,
-                "gateway_id": self.hub.gateway_id}
+        return {
+            "device_id": self.device_id,
+            "session_id": self.session_id,
+            "gateway_id": self.hub.gateway_id,
+        }
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         nc = self.hub.nc
-        self._subs.append(await nc.subscribe(Subjects.device_out(self.device_id),
-                                             cb=self._on_outbound))
-        self._subs.append(await nc.subscribe(Subjects.device_audio_out(self.device_id),
-                                             cb=self._on_audio_out))
-        self._subs.append(await nc.subscribe(Subjects.device_command(self.device_id),
-                                             cb=self._on_command))
+        self._subs.append(
+            await nc.subscribe(Subjects.device_out(self.device_id), cb=self._on_outbound)
+        )
+        self._subs.append(
+            await nc.subscribe(Subjects.device_audio_out(self.device_id), cb=self._on_audio_out)
+        )
+        self._subs.append(
+            await nc.subscribe(Subjects.device_command(self.device_id), cb=self._on_command)
+        )
         await self._restore_state()
 
     async def run(self) -> None:
@@ -131,9 +146,11 @@ class DeviceConnection:
             self.hard_warned_at = None  # any inbound message cancels a pending hard close
             if len(data) > max_bytes:
                 kind = "text" if isinstance(data, str) else "binary"
-                await self.send_error("FRAME_TOO_LARGE",
-                                      f"{kind} frame of {len(data)} bytes exceeds the limit of "
-                                      f"{max_bytes} bytes (server.max_frame_bytes)")
+                await self.send_error(
+                    "FRAME_TOO_LARGE",
+                    f"{kind} frame of {len(data)} bytes exceeds the limit of "
+                    f"{max_bytes} bytes (server.max_frame_bytes)",
+                )
                 continue
             if isinstance(data, str):
                 self.touch_voice()
@@ -190,8 +207,9 @@ class DeviceConnection:
             return
         self.hub.metrics.frames_out.inc()
 
-    async def send_error(self, code: str, message: str, field: str | None = None,
-                         **extra: Any) -> None:
+    async def send_error(
+        self, code: str, message: str, field: str | None = None, **extra: Any
+    ) -> None:
         self.hub.metrics.errors.labels(code).inc()
         logger.info("device {} error {}: {}", self.device_id, code, message)
         await self.send_json(error_message(code, message, field, **extra))
@@ -214,13 +232,17 @@ class DeviceConnection:
             await self.send_error("INVALID_JSON", f"text frame is not valid JSON: {exc}")
             return
         if not isinstance(msg, dict):
-            await self.send_error("SCHEMA_INVALID", "message must be a JSON object with a 'type'",
-                                  field="type")
+            await self.send_error(
+                "SCHEMA_INVALID", "message must be a JSON object with a 'type'", field="type"
+            )
             return
         mtype = msg.get("type")
         if not isinstance(mtype, str) or not mtype:
-            await self.send_error("SCHEMA_INVALID", "missing 'type': expected a string such as "
-                                  "'hello', 'listen', 'mode'", field="type")
+            await self.send_error(
+                "SCHEMA_INVALID",
+                "missing 'type': expected a string such as 'hello', 'listen', 'mode'",
+                field="type",
+            )
             return
         self.hub.metrics.messages_in.labels(mtype if mtype in self._handlers else "other").inc()
         handler = self._handlers.get(mtype)
@@ -229,14 +251,18 @@ class DeviceConnection:
         elif mtype in _IGNORED_TYPES:
             logger.debug("device {} sent {} (ignored)", self.device_id, mtype)
         else:
-            await self.send_error("UNKNOWN_TYPE", f"unknown message type {mtype!r}; expected one "
-                                  f"of {sorted(self._handlers)}", field="type")
+            await self.send_error(
+                "UNKNOWN_TYPE",
+                f"unknown message type {mtype!r}; expected one of {sorted(self._handlers)}",
+                field="type",
+            )
 
     async def _on_binary(self, data: bytes) -> None:
         self.hub.metrics.frames_in.inc()
         if not self.hello_done:
-            await self.send_error("HELLO_REQUIRED", "binary frame before hello: send "
-                                  "{\"type\":\"hello\",...} first")
+            await self.send_error(
+                "HELLO_REQUIRED", 'binary frame before hello: send {"type":"hello",...} first'
+            )
             return
         try:
             frame = decode_frame(data, self.protocol_version)
@@ -261,8 +287,11 @@ class DeviceConnection:
         params = msg.get("audio_params") if isinstance(msg.get("audio_params"), dict) else {}
         fmt = params.get("format", "opus")
         if fmt not in ("opus", "pcm"):
-            await self.send_error("SCHEMA_INVALID", f"audio_params.format {fmt!r} not supported; "
-                                  "expected 'opus' or 'pcm'", field="audio_params.format")
+            await self.send_error(
+                "SCHEMA_INVALID",
+                f"audio_params.format {fmt!r} not supported; expected 'opus' or 'pcm'",
+                field="audio_params.format",
+            )
             fmt = "opus"
         frame_duration = params.get("frame_duration", 60)
         if not isinstance(frame_duration, int) or not 10 <= frame_duration <= 120:
@@ -277,7 +306,8 @@ class DeviceConnection:
             "audio_params": {
                 "format": fmt,
                 "sample_rate": params.get("sample_rate", 16000)
-                if isinstance(params.get("sample_rate"), int) else 16000,
+                if isinstance(params.get("sample_rate"), int)
+                else 16000,
                 "channels": 1,
                 "frame_duration": frame_duration,
             },
@@ -286,8 +316,9 @@ class DeviceConnection:
         self.hello_done = True
         await self.send_json(reply)
         if first:
-            logger.debug("device {} hello format={} frame={}ms", self.device_id, fmt,
-                         frame_duration)
+            logger.debug(
+                "device {} hello format={} frame={}ms", self.device_id, fmt, frame_duration
+            )
 
     async def _on_ping(self, msg: dict[str, Any]) -> None:
         await self.send_json({"type": "pong", "timestamp": now_ms()})
@@ -303,22 +334,40 @@ class DeviceConnection:
         secret = content.get("secret", msg.get("secret"))
         expected = self.settings.server.secret
         if action not in ("update_config", "restart"):
-            await self.send_json({"type": "server", "status": "error", "field": "action",
-                                  "message": "action must be 'update_config' or 'restart'"})
+            await self.send_json(
+                {
+                    "type": "server",
+                    "status": "error",
+                    "field": "action",
+                    "message": "action must be 'update_config' or 'restart'",
+                }
+            )
             return
         if not expected or not isinstance(secret, str) or secret != expected:
             logger.warning("device {} server/{}: secret check failed", self.device_id, action)
-            await self.send_json({"type": "server", "status": "error",
-                                  "message": "server secret check failed"})
+            await self.send_json(
+                {"type": "server", "status": "error", "message": "server secret check failed"}
+            )
             return
         if action == "restart":
-            await self.send_json({"type": "server", "status": "error",
-                                  "message": "restart is not supported; use the supervisor"})
+            await self.send_json(
+                {
+                    "type": "server",
+                    "status": "error",
+                    "message": "restart is not supported; use the supervisor",
+                }
+            )
             return
         event = ConfigUpdated(source="device", config_path=self.hub.config_path_str)
         await self.hub.nc.publish(Subjects.CONFIG_UPDATED, encode(event))
-        await self.send_json({"type": "server", "status": "success", "message": "config reloaded",
-                              "content": {"action": "update_config"}})
+        await self.send_json(
+            {
+                "type": "server",
+                "status": "success",
+                "message": "config reloaded",
+                "content": {"action": "update_config"},
+            }
+        )
 
     async def _on_goodbye(self, msg: dict[str, Any]) -> None:
         await self.ws.close(1000, "goodbye")
@@ -329,8 +378,9 @@ class DeviceConnection:
     async def _on_listen(self, msg: dict[str, Any]) -> None:
         state = msg.get("state")
         if state not in ("start", "stop", "detect"):
-            await self.send_error("SCHEMA_INVALID", "listen.state must be 'start', 'stop' or "
-                                  "'detect'", field="state")
+            await self.send_error(
+                "SCHEMA_INVALID", "listen.state must be 'start', 'stop' or 'detect'", field="state"
+            )
             return
         if state == "detect":
             text = msg.get("text")
@@ -339,14 +389,16 @@ class DeviceConnection:
             return
         mode = msg.get("mode", self.listen_mode)
         if state == "start" and mode not in ("auto", "manual", "realtime"):
-            await self.send_error("SCHEMA_INVALID", "listen.mode must be 'auto', 'manual' or "
-                                  "'realtime'", field="mode")
+            await self.send_error(
+                "SCHEMA_INVALID", "listen.mode must be 'auto', 'manual' or 'realtime'", field="mode"
+            )
             return
         now = now_ms()
         debounce = self.settings.server.listen_debounce_ms
         if now - self.last_listen_event_ms < debounce:
-            logger.debug("device {} listen {} within {} ms ignored", self.device_id, state,
-                         debounce)
+            logger.debug(
+                "device {} listen {} within {} ms ignored", self.device_id, state, debounce
+            )
             return
         self.last_listen_event_ms = now
         if state == "start":
@@ -363,15 +415,30 @@ class DeviceConnection:
     async def _on_detect(self, text: str) -> None:
         if text.lower() in WAKE_WORDS:
             await self.send_json({"type": "stt", "text": text, "session_id": self.session_id})
-            await self.send_json({"type": "llm", "emotion": "happy", "text": "😊",
-                                  "session_id": self.session_id})
+            await self.send_json(
+                {"type": "llm", "emotion": "happy", "text": "😊", "session_id": self.session_id}
+            )
             await self.send_json({"type": "tts", "state": "start", "session_id": self.session_id})
-            await self.send_json({"type": "tts", "state": "sentence_start", "text": "嘿，你好呀",
-                                  "session_id": self.session_id})
+            await self.send_json(
+                {
+                    "type": "tts",
+                    "state": "sentence_start",
+                    "text": "嘿，你好呀",
+                    "session_id": self.session_id,
+                }
+            )
             await self.send_json({"type": "tts", "state": "stop", "session_id": self.session_id})
             return
-        typed = Transcript(**self.envelope, stream_id="text", utterance_id=new_id(), text=text,
-                           start_ms=0, end_ms=0, source="text", meeting_id=self.active_meeting)
+        typed = Transcript(
+            **self.envelope,
+            stream_id="text",
+            utterance_id=new_id(),
+            text=text,
+            start_ms=0,
+            end_ms=0,
+            source="text",
+            meeting_id=self.active_meeting,
+        )
         await self.on_transcript(typed)
 
     @property
@@ -383,9 +450,14 @@ class DeviceConnection:
     async def _on_mode(self, msg: dict[str, Any]) -> None:
         state, mode = msg.get("state"), msg.get("mode")
         if state not in ("start", "end") or mode not in MODES:
-            await self.send_json({"type": "mode", "status": "error",
-                                  "message": "invalid state or mode: state must be start|end, "
-                                  f"mode must be one of {list(MODES)}"})
+            await self.send_json(
+                {
+                    "type": "mode",
+                    "status": "error",
+                    "message": "invalid state or mode: state must be start|end, "
+                    f"mode must be one of {list(MODES)}",
+                }
+            )
             self.hub.metrics.errors.labels("MODE_INVALID").inc()
             return
         await self.set_mode(state, mode)
@@ -442,11 +514,17 @@ class DeviceConnection:
         await self.hub.save_device_state(self)
         await self._publish_mode("end", "meeting", None, meeting_id=meeting_id)
 
-    async def _publish_mode(self, state: str, mode: str, previous: str | None,
-                            meeting_id: str | None = None) -> None:
-        event = ModeChanged(**self.envelope, state=state, mode=mode,  # type: ignore[arg-type]
-                            previous_mode=previous, meeting_id=meeting_id or self.meeting_id
-                            if mode == "meeting" else None, listen_mode=self.listen_mode)
+    async def _publish_mode(
+        self, state: str, mode: str, previous: str | None, meeting_id: str | None = None
+    ) -> None:
+        event = ModeChanged(
+            **self.envelope,
+            state=state,
+            mode=mode,  # type: ignore[arg-type]
+            previous_mode=previous,
+            meeting_id=meeting_id or self.meeting_id if mode == "meeting" else None,
+            listen_mode=self.listen_mode,
+        )
         await self.hub.nc.publish(Subjects.MODE_CHANGED, encode(event))
 
     async def _forward(self, msg: dict[str, Any]) -> None:
@@ -456,16 +534,23 @@ class DeviceConnection:
             self.meeting_finalized = True
             await self._close_asr()
             await self.hub.save_device_state(self)
-        inbound = DeviceInbound(**self.envelope, mode=self.mode, message=msg,
-                                meeting_id=self.meeting_id if mtype == "meeting" else None)
+        inbound = DeviceInbound(
+            **self.envelope,
+            mode=self.mode,
+            message=msg,
+            meeting_id=self.meeting_id if mtype == "meeting" else None,
+        )
         await self.hub.nc.publish(_FORWARD[mtype], encode(inbound))
 
     # -- ASR -----------------------------------------------------------------------------------
     async def _open_asr(self, listen_mode: str) -> None:
-        req = AsrOpenRequest(**self.envelope, codec=self.audio_format,  # type: ignore[arg-type]
-                             frame_duration_ms=self.frame_duration,
-                             listen_mode=listen_mode,  # type: ignore[arg-type]
-                             meeting_id=self.active_meeting)
+        req = AsrOpenRequest(
+            **self.envelope,
+            codec=self.audio_format,  # type: ignore[arg-type]
+            frame_duration_ms=self.frame_duration,
+            listen_mode=listen_mode,  # type: ignore[arg-type]
+            meeting_id=self.active_meeting,
+        )
         self.asr = AsrStream(self.hub.nc, req, self.on_transcript)
         await self.asr.open()
 
@@ -479,8 +564,7 @@ class DeviceConnection:
             self.touch_voice()
         mode = "meeting" if t.meeting_id else self.mode
         t = t.model_copy(update={"mode": mode})
-        actions = route_transcript(mode, t,
-                                   meeting_disable_tts=self.settings.meeting.disable_tts)
+        actions = route_transcript(mode, t, meeting_disable_tts=self.settings.meeting.disable_tts)
         for action in actions:
             await self._apply(action)
 

@@ -57,10 +57,17 @@ def _fail(status: int, error: str) -> JSONResponse:
 
 
 def build_app(svc: GatewayService) -> FastAPI:
-    app = FastAPI(title="Supie gateway HTTP API", version="1",
-                  description="OTA for devices, health, metrics, and the meetings API.")
-    app.add_middleware(CORSMiddleware, allow_origins=["*"], allow_methods=["GET", "POST",
-                       "OPTIONS"], allow_headers=["*"])
+    app = FastAPI(
+        title="Supie gateway HTTP API",
+        version="1",
+        description="OTA for devices, health, metrics, and the meetings API.",
+    )
+    app.add_middleware(
+        CORSMiddleware,
+        allow_origins=["*"],
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+    )
     limiter = RateLimiter(svc.settings.server.api_rate_limit, svc.settings.server.api_rate_burst)
     svc.rate_limiter = limiter
 
@@ -73,8 +80,7 @@ def build_app(svc: GatewayService) -> FastAPI:
             if auth.lower().startswith("bearer "):
                 given = auth[7:].strip()
             if given != token:
-                return _fail(401, "unauthorized: send Authorization: Bearer <token> or "
-                             "X-API-Token")
+                return _fail(401, "unauthorized: send Authorization: Bearer <token> or X-API-Token")
         client = req.client.host if req.client else "?"
         if not svc.rate_limiter.allow(client):
             return _fail(429, "rate limit exceeded: slow down (server.api_rate_limit)")
@@ -86,9 +92,13 @@ def build_app(svc: GatewayService) -> FastAPI:
             svc.metrics.http_requests.labels(op, str(refusal.status_code)).inc()
             return refusal
         try:
-            reply = await request(svc.nc, Subjects.MEETING_API,
-                                  MeetingApiRequest(op=op, params=params),  # type: ignore[arg-type]
-                                  ApiReply, timeout=svc.settings.nats.request_timeout_s)
+            reply = await request(
+                svc.nc,
+                Subjects.MEETING_API,
+                MeetingApiRequest(op=op, params=params),  # type: ignore[arg-type]
+                ApiReply,
+                timeout=svc.settings.nats.request_timeout_s,
+            )
         except BusError as exc:
             svc.metrics.http_requests.labels(op, "503").inc()
             return _fail(503, f"meeting service unavailable: {exc}")
@@ -130,12 +140,16 @@ def build_app(svc: GatewayService) -> FastAPI:
         token = ""
         if server.auth.enabled and server.auth.auth_key and device_id:
             token = mint_token(server.auth.auth_key, client_id, device_id)
-        return JSONResponse({
-            "server_time": {"timestamp": int(time.time() * 1000),
-                            "timezone_offset": server.timezone_offset * 60},
-            "firmware": {"version": server.firmware_version, "url": server.firmware_url},
-            "websocket": {"url": ws_url, "token": token},
-        })
+        return JSONResponse(
+            {
+                "server_time": {
+                    "timestamp": int(time.time() * 1000),
+                    "timezone_offset": server.timezone_offset * 60,
+                },
+                "firmware": {"version": server.firmware_version, "url": server.firmware_url},
+                "websocket": {"url": ws_url, "token": token},
+            }
+        )
 
     for prefix in ("/supie/ota/", "/xiaozhi/ota/"):
         app.add_api_route(prefix, ota, methods=["GET", "POST"], summary="Device OTA check")
@@ -154,16 +168,20 @@ def build_app(svc: GatewayService) -> FastAPI:
 
         async def probe(name: str) -> tuple[str, str]:
             try:
-                pong = await request(svc.nc, Subjects.health(name), HealthPing(), HealthPong,
-                                     timeout=1.5)
+                pong = await request(
+                    svc.nc, Subjects.health(name), HealthPing(), HealthPong, timeout=1.5
+                )
             except BusError as exc:
                 return name, f"down: {exc}"
             return name, "ok" if pong.ok else f"degraded: {pong.detail}"
 
         results = await asyncio.gather(*(probe(n) for n in svc.settings.services))
         report["services"] = dict(results)
-        ok = (report["nats"] == "ok" and report["redis"] == "ok"
-              and all(v == "ok" for v in report["services"].values()))
+        ok = (
+            report["nats"] == "ok"
+            and report["redis"] == "ok"
+            and all(v == "ok" for v in report["services"].values())
+        )
         report["ok"] = ok
         if not ok:
             logger.debug("healthz not ok: {}", report)

@@ -46,8 +46,13 @@ TIMEOUT_WARNING_TEXT = "连接将因长时间空闲而关闭，如需继续请�
 class HandshakeInfo:
     """What the handshake told us about the device (headers first, query string second)."""
 
-    def __init__(self, device_id: str, client_id: str | None, authorization: str | None,
-                 protocol_version: int) -> None:
+    def __init__(
+        self,
+        device_id: str,
+        client_id: str | None,
+        authorization: str | None,
+        protocol_version: int,
+    ) -> None:
         self.device_id = device_id
         self.client_id = client_id
         self.authorization = authorization
@@ -68,8 +73,15 @@ class HandshakeInfo:
 
 
 class Hub:
-    def __init__(self, settings: GatewaySettings, nc: NATS, redis: Redis | None,
-                 gateway_id: str, metrics: GatewayMetrics, config_path: str | None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        nc: NATS,
+        redis: Redis | None,
+        gateway_id: str,
+        metrics: GatewayMetrics,
+        config_path: str | None,
+    ) -> None:
         self.settings = settings
         self.nc = nc
         self.redis = redis
@@ -99,10 +111,12 @@ class Hub:
         conns = list(self.connections.values())
         if not conns:
             return
-        await asyncio.wait_for(asyncio.gather(*(c.drain() for c in conns),
-                                              return_exceptions=True), timeout_s)
-        await asyncio.gather(*(c.ws.close(1001, "server shutting down") for c in conns),
-                             return_exceptions=True)
+        await asyncio.wait_for(
+            asyncio.gather(*(c.drain() for c in conns), return_exceptions=True), timeout_s
+        )
+        await asyncio.gather(
+            *(c.ws.close(1001, "server shutting down") for c in conns), return_exceptions=True
+        )
         logger.info("closed {} device connections (1001) for shutdown", len(conns))
 
     def _spawn(self, coro: Any, name: str) -> None:
@@ -117,10 +131,12 @@ class Hub:
             return connection.respond(HTTPStatus.OK, "Server is running\n")
         info = HandshakeInfo.parse(request.path, request.headers)
         if info.protocol_version not in SUPPORTED_VERSIONS:
-            return connection.respond(HTTPStatus.BAD_REQUEST,
-                                      "Protocol-Version must be 1, 2 or 3\n")
-        refusal = check_device_auth(self.settings.server.auth, info.device_id,
-                                    info.client_id or "", info.authorization)
+            return connection.respond(
+                HTTPStatus.BAD_REQUEST, "Protocol-Version must be 1, 2 or 3\n"
+            )
+        refusal = check_device_auth(
+            self.settings.server.auth, info.device_id, info.client_id or "", info.authorization
+        )
         if refusal is not None:
             logger.warning("device {} refused: {}", info.device_id, refusal)
             return connection.respond(HTTPStatus.UNAUTHORIZED, f"unauthorized: {refusal}\n")
@@ -130,9 +146,14 @@ class Hub:
         """websockets connection handler: one call per device socket."""
         assert ws.request is not None
         info = HandshakeInfo.parse(ws.request.path, ws.request.headers)
-        conn = DeviceConnection(self, ws, device_id=info.device_id, client_id=info.client_id,
-                                protocol_version=info.protocol_version,
-                                group_key=group_of(info.device_id))
+        conn = DeviceConnection(
+            self,
+            ws,
+            device_id=info.device_id,
+            client_id=info.client_id,
+            protocol_version=info.protocol_version,
+            group_key=group_of(info.device_id),
+        )
         await self._register(conn)
         reason = "closed"
         try:
@@ -155,17 +176,32 @@ class Hub:
             await self._displace(old)
         self.metrics.connections.set(len(self.connections))
         self.metrics.connections_total.inc()
-        logger.info("device {} connected session={} protocol=v{} gateway={}", conn.device_id,
-                    conn.session_id, conn.protocol_version, self.gateway_id)
-        takeover = Takeover(device_id=conn.device_id, gateway_id=self.gateway_id,
-                            session_id=conn.session_id)
+        logger.info(
+            "device {} connected session={} protocol=v{} gateway={}",
+            conn.device_id,
+            conn.session_id,
+            conn.protocol_version,
+            self.gateway_id,
+        )
+        takeover = Takeover(
+            device_id=conn.device_id, gateway_id=self.gateway_id, session_id=conn.session_id
+        )
         await self.nc.publish(Subjects.device_takeover(conn.device_id), encode(takeover))
         if self.presence is not None:
-            await self.presence.register(conn.device_id, self.gateway_id, conn.session_id,
-                                         conn.group_key)
-        await self.nc.publish(Subjects.DEVICE_CONNECTED, encode(DeviceConnected(
-            **conn.envelope, client_id=conn.client_id, protocol_version=conn.protocol_version,
-            group_key=conn.group_key)))
+            await self.presence.register(
+                conn.device_id, self.gateway_id, conn.session_id, conn.group_key
+            )
+        await self.nc.publish(
+            Subjects.DEVICE_CONNECTED,
+            encode(
+                DeviceConnected(
+                    **conn.envelope,
+                    client_id=conn.client_id,
+                    protocol_version=conn.protocol_version,
+                    group_key=conn.group_key,
+                )
+            ),
+        )
 
     async def _unregister(self, conn: DeviceConnection, reason: str) -> None:
         await conn.cleanup(reason)
@@ -173,24 +209,30 @@ class Hub:
             del self.connections[conn.device_id]
             if self.presence is not None:
                 try:
-                    await self.presence.unregister(conn.device_id, conn.session_id,
-                                                   conn.group_key)
+                    await self.presence.unregister(conn.device_id, conn.session_id, conn.group_key)
                 except Exception as exc:
                     logger.warning("presence unregister failed: {}", exc)
         self.metrics.connections.set(len(self.connections))
         if self.nc.is_connected:
-            await self.nc.publish(Subjects.DEVICE_DISCONNECTED, encode(DeviceDisconnected(
-                **conn.envelope, reason=reason, mode=conn.mode)))
-        logger.info("device {} disconnected session={} ({})", conn.device_id, conn.session_id,
-                    reason)
+            await self.nc.publish(
+                Subjects.DEVICE_DISCONNECTED,
+                encode(DeviceDisconnected(**conn.envelope, reason=reason, mode=conn.mode)),
+            )
+        logger.info(
+            "device {} disconnected session={} ({})", conn.device_id, conn.session_id, reason
+        )
 
     async def _displace(self, old: DeviceConnection) -> None:
         """The old connection is told, then closed about 1.5 s later; the new one wins."""
         if old.closing:
             return
         await old.send_json({"type": "system", "message": TAKEOVER_MESSAGE})
-        old.spawn(old.close_later(self.settings.server.takeover_close_delay_s, 1000,
-                                  "replaced by a new connection"), "takeover-close")
+        old.spawn(
+            old.close_later(
+                self.settings.server.takeover_close_delay_s, 1000, "replaced by a new connection"
+            ),
+            "takeover-close",
+        )
 
     async def _on_takeover(self, msg: Any) -> None:
         try:
@@ -217,8 +259,9 @@ class Hub:
             await asyncio.sleep(interval)
             try:
                 for conn in list(self.connections.values()):
-                    await self.presence.heartbeat(conn.device_id, self.gateway_id,
-                                                  conn.session_id, conn.group_key)
+                    await self.presence.heartbeat(
+                        conn.device_id, self.gateway_id, conn.session_id, conn.group_key
+                    )
             except Exception as exc:
                 logger.warning("presence heartbeat failed: {}", exc)
 
@@ -232,15 +275,21 @@ class Hub:
         if conn.closing:
             return
         if silent >= threshold:
-            logger.info("device {} closed: no voice for {:.0f} s (mode={})", conn.device_id,
-                        silent, conn.mode)
-            await conn.send_json({"type": "system", "event": "idle_close",
-                                  "message": IDLE_CLOSE_MESSAGE})
+            logger.info(
+                "device {} closed: no voice for {:.0f} s (mode={})",
+                conn.device_id,
+                silent,
+                conn.mode,
+            )
+            await conn.send_json(
+                {"type": "system", "event": "idle_close", "message": IDLE_CLOSE_MESSAGE}
+            )
             conn.spawn(conn.close_later(0.0, 1000, "no voice"), "idle-close")
         elif silent >= threshold - server.idle_grace_s(threshold) and not conn.idle_warned:
             conn.idle_warned = True
-            await conn.send_json({"type": "stt", "text": IDLE_WARNING_TEXT,
-                                  "session_id": conn.session_id})
+            await conn.send_json(
+                {"type": "stt", "text": IDLE_WARNING_TEXT, "session_id": conn.session_id}
+            )
 
     async def _idle_sweep_loop(self) -> None:
         """Layer 2: nothing at all from the device for threshold + 60 s: a timeout_warning, then
@@ -256,19 +305,30 @@ class Hub:
                 if conn.hard_warned_at is None:
                     if now - conn.last_inbound >= limit:
                         conn.hard_warned_at = now
-                        await conn.send_json({"type": "system", "event": "timeout_warning",
-                                              "message": TIMEOUT_WARNING_TEXT})
+                        await conn.send_json(
+                            {
+                                "type": "system",
+                                "event": "timeout_warning",
+                                "message": TIMEOUT_WARNING_TEXT,
+                            }
+                        )
                 elif now - conn.hard_warned_at >= server.hard_close_wait_s:
-                    logger.info("device {} closed: idle for {:.0f} s", conn.device_id,
-                                now - conn.last_inbound)
+                    logger.info(
+                        "device {} closed: idle for {:.0f} s",
+                        conn.device_id,
+                        now - conn.last_inbound,
+                    )
                     conn.spawn(conn.close_later(0.0, 1000, "idle timeout"), "idle-close")
 
     async def save_device_state(self, conn: DeviceConnection) -> None:
         if self.redis is None:
             return
         key = K.device_state(conn.device_id)
-        mapping = {"mode": conn.mode or "", "meeting_id": conn.meeting_id or "",
-                   "finalized": "1" if conn.meeting_finalized else "0"}
+        mapping = {
+            "mode": conn.mode or "",
+            "meeting_id": conn.meeting_id or "",
+            "finalized": "1" if conn.meeting_finalized else "0",
+        }
         pipe = self.redis.pipeline(transaction=True)
         pipe.hset(key, mapping=mapping)
         pipe.expire(key, DEVICE_STATE_TTL_S)

@@ -9,8 +9,16 @@ from typing import Any
 
 from supie_common.contracts import Subjects, Transcript
 
-__all__ = ["Publish", "ToDevice", "SwitchMode", "FinalizeMeeting", "Action", "route_transcript",
-           "is_working_mode_shortcut", "is_finalize_keyword"]
+__all__ = [
+    "Publish",
+    "ToDevice",
+    "SwitchMode",
+    "FinalizeMeeting",
+    "Action",
+    "route_transcript",
+    "is_working_mode_shortcut",
+    "is_finalize_keyword",
+]
 
 
 @dataclass(frozen=True)
@@ -36,12 +44,32 @@ class FinalizeMeeting:
 
 Action = Publish | ToDevice | SwitchMode | FinalizeMeeting
 
-_WORKING_SHORTCUTS = ("进入工作模式", "切换到工作模式", "工作模式", "working mode",
-                      "enter working mode", "switch to working mode", "start working mode")
-_FINALIZE_KEYWORDS = ("结束会议", "停止录制", "开始总结", "出个纪要", "生成纪要", "结束一下会议",
-                      "结束本次会议", "finalize meeting", "finalise meeting", "stop recording",
-                      "start summary", "make a summary", "generate minutes", "end the meeting",
-                      "end meeting")
+_WORKING_SHORTCUTS = (
+    "进入工作模式",
+    "切换到工作模式",
+    "工作模式",
+    "working mode",
+    "enter working mode",
+    "switch to working mode",
+    "start working mode",
+)
+_FINALIZE_KEYWORDS = (
+    "结束会议",
+    "停止录制",
+    "开始总结",
+    "出个纪要",
+    "生成纪要",
+    "结束一下会议",
+    "结束本次会议",
+    "finalize meeting",
+    "finalise meeting",
+    "stop recording",
+    "start summary",
+    "make a summary",
+    "generate minutes",
+    "end the meeting",
+    "end meeting",
+)
 _PUNCT = re.compile(r"[\s,.!?;:，。！？；：、\"'“”‘’]+")
 
 
@@ -64,12 +92,20 @@ def _stt(t: Transcript, **extra: Any) -> ToDevice:
 
 
 def _transcription(t: Transcript) -> ToDevice:
-    return ToDevice({"type": "audio", "event": "transcription", "text": t.text,
-                     "ts": t.ts_ms, "session_id": t.session_id})
+    return ToDevice(
+        {
+            "type": "audio",
+            "event": "transcription",
+            "text": t.text,
+            "ts": t.ts_ms,
+            "session_id": t.session_id,
+        }
+    )
 
 
-def route_transcript(mode: str | None, t: Transcript, *, meeting_disable_tts: bool = True
-                     ) -> list[Action]:
+def route_transcript(
+    mode: str | None, t: Transcript, *, meeting_disable_tts: bool = True
+) -> list[Action]:
     """What to do with one transcript (final ASR utterance or typed text) in ``mode``.
 
     - any mode: "进入工作模式" / "working mode" switches to working mode (no echo to chat);

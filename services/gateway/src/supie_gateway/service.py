@@ -36,8 +36,12 @@ class _EmbeddedUvicorn(uvicorn.Server):
 class GatewayService(Service[GatewaySettings]):
     name = "gateway"
 
-    def __init__(self, settings: GatewaySettings, config_path: Path | None = None,
-                 instance_id: str | None = None) -> None:
+    def __init__(
+        self,
+        settings: GatewaySettings,
+        config_path: Path | None = None,
+        instance_id: str | None = None,
+    ) -> None:
         super().__init__(settings, config_path=config_path, instance_id=instance_id)
         self.metrics = GatewayMetrics()
         self.hub: Hub | None = None
@@ -49,27 +53,47 @@ class GatewayService(Service[GatewaySettings]):
 
     async def on_start(self) -> None:
         server = self.settings.server
-        self.hub = Hub(self.settings, self.nc, self.redis, self.instance_id, self.metrics,
-                       str(self.config_path) if self.config_path else None)
+        self.hub = Hub(
+            self.settings,
+            self.nc,
+            self.redis,
+            self.instance_id,
+            self.metrics,
+            str(self.config_path) if self.config_path else None,
+        )
         await self.hub.start()
         self.ws_server = await serve(
-            self.hub.handle, server.ip, server.ws_port,
+            self.hub.handle,
+            server.ip,
+            server.ws_port,
             process_request=self.hub.process_request,
-            ping_interval=server.ping_interval_s, ping_timeout=server.ping_timeout_s,
+            ping_interval=server.ping_interval_s,
+            ping_timeout=server.ping_timeout_s,
             close_timeout=server.close_timeout_s,
             max_size=max(server.max_frame_bytes * 4, 1 << 20),
             server_header="supie",
         )
         self.ws_port = self.ws_server.sockets[0].getsockname()[1]
-        config = uvicorn.Config(build_app(self), host=server.ip, port=server.http_port,
-                                log_config=None, access_log=False, lifespan="off")
+        config = uvicorn.Config(
+            build_app(self),
+            host=server.ip,
+            port=server.http_port,
+            log_config=None,
+            access_log=False,
+            lifespan="off",
+        )
         self.http_server = _EmbeddedUvicorn(config)
         self.spawn(self.http_server.serve(), "http")
-        while not self.http_server.started:
+        while not self.http_server.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
             await asyncio.sleep(0.01)
         self.http_port = self.http_server.servers[0].sockets[0].getsockname()[1]
-        logger.info("gateway listening: ws://{}:{}/supie/v1/ http://{}:{}/", server.ip,
-                    self.ws_port, server.ip, self.http_port)
+        logger.info(
+            "gateway listening: ws://{}:{}/supie/v1/ http://{}:{}/",
+            server.ip,
+            self.ws_port,
+            server.ip,
+            self.http_port,
+        )
         if server.config_watch_interval_s > 0:
             self.spawn(self._watch_config_file(), "config-watch")
 
@@ -87,8 +111,7 @@ class GatewayService(Service[GatewaySettings]):
         if self.hub is not None:
             await self.hub.stop()
 
-    async def on_config(self, old: GatewaySettings, new: GatewaySettings,
-                        keys: list[str]) -> None:
+    async def on_config(self, old: GatewaySettings, new: GatewaySettings, keys: list[str]) -> None:
         if self.hub is not None:
             self.hub.settings = new
         self.rate_limiter.rate = new.server.api_rate_limit
