@@ -83,9 +83,9 @@ class OpusEncoder:
         self.rate = rate
         self.frame_samples = rate * frame_ms // 1000
         self._ctx = av.CodecContext.create("libopus", "w")
-        self._ctx.sample_rate = rate  # type: ignore[attr-defined]
-        self._ctx.layout = "mono"  # type: ignore[attr-defined]
-        self._ctx.format = "s16"  # type: ignore[attr-defined]
+        self._ctx.sample_rate = rate
+        self._ctx.layout = "mono"
+        self._ctx.format = "s16"
         self._ctx.bit_rate = bitrate
         self._ctx.options = {"frame_duration": str(frame_ms), "application": "voip"}
         self._ctx.open()
@@ -99,7 +99,7 @@ class OpusEncoder:
         frame.sample_rate = self.rate
         frame.pts = self._pts
         self._pts += frame.samples
-        return [bytes(p) for p in self._ctx.encode(frame)]  # type: ignore[attr-defined]
+        return [bytes(p) for p in self._ctx.encode(frame)]
 
     def encode_all(self, samples: np.ndarray) -> list[bytes]:
         """Encode a whole signal; pads with silence so every input frame yields a packet."""
@@ -118,8 +118,8 @@ class OpusDecoder:
     def __init__(self, rate: int = SAMPLE_RATE) -> None:
         self.rate = rate
         self._ctx = av.CodecContext.create("libopus", "r")
-        self._ctx.sample_rate = rate  # type: ignore[attr-defined]
-        self._ctx.layout = "mono"  # type: ignore[attr-defined]
+        self._ctx.sample_rate = rate
+        self._ctx.layout = "mono"
         self._resampler = AudioResampler(format="s16", layout="mono", rate=rate)
 
     def decode(self, packet: bytes) -> np.ndarray:
@@ -129,7 +129,7 @@ class OpusDecoder:
             # refusing every later packet, so it is rejected here instead.
             raise ValueError("empty Opus packet (0 bytes)")
         try:
-            frames = self._ctx.decode(av.Packet(packet))  # type: ignore[attr-defined]
+            frames = self._ctx.decode(av.Packet(packet))
         except av.error.FFmpegError as exc:
             raise ValueError(f"not a valid Opus packet ({len(packet)} bytes): {exc}") from None
         out = []

@@ -121,9 +121,11 @@ class Presence:
             await pipe.execute()
 
     async def where(self, device_id: str) -> dict[str, str]:
-        return dict(await self.redis.hgetall(K.presence(device_id)))
+        raw = await self.redis.hgetall(K.presence(device_id))
+        return {str(k): str(v) for k, v in raw.items()}
 
     async def online_in_group(self, group_key: str) -> list[str]:
         cutoff = int(time.time() * 1000) - self.ttl_s * 1000
         await self.redis.zremrangebyscore(K.group(group_key), 0, cutoff)
-        return sorted(await self.redis.zrange(K.group(group_key), 0, -1))
+        members = await self.redis.zrange(K.group(group_key), 0, -1)
+        return sorted(str(m) for m in members)

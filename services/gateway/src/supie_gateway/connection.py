@@ -36,6 +36,7 @@ from .asr_link import AsrStream
 from .router import Action, FinalizeMeeting, Publish, SwitchMode, ToDevice, route_transcript
 
 if TYPE_CHECKING:
+    from .config import GatewaySettings
     from .hub import Hub
 
 __all__ = ["DeviceConnection", "MODES", "error_message"]
@@ -113,7 +114,7 @@ class DeviceConnection:
         }
 
     @property
-    def settings(self):  # type: ignore[no-untyped-def]
+    def settings(self) -> GatewaySettings:
         return self.hub.settings
 
     @property
@@ -284,7 +285,8 @@ class DeviceConnection:
 
     # -- protocol messages ---------------------------------------------------------------------
     async def _on_hello(self, msg: dict[str, Any]) -> None:
-        params = msg.get("audio_params") if isinstance(msg.get("audio_params"), dict) else {}
+        raw_params = msg.get("audio_params")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         fmt = params.get("format", "opus")
         if fmt not in ("opus", "pcm"):
             await self.send_error(
@@ -330,7 +332,8 @@ class DeviceConnection:
 
     async def _on_server(self, msg: dict[str, Any]) -> None:
         action = msg.get("action")
-        content = msg.get("content") if isinstance(msg.get("content"), dict) else {}
+        raw_content = msg.get("content")
+        content: dict[str, Any] = raw_content if isinstance(raw_content, dict) else {}
         secret = content.get("secret", msg.get("secret"))
         expected = self.settings.server.secret
         if action not in ("update_config", "restart"):
@@ -520,7 +523,7 @@ class DeviceConnection:
         event = ModeChanged(
             **self.envelope,
             state=state,
-            mode=mode,  # type: ignore[arg-type]
+            mode=mode,
             previous_mode=previous,
             meeting_id=meeting_id or self.meeting_id if mode == "meeting" else None,
             listen_mode=self.listen_mode,
@@ -546,9 +549,9 @@ class DeviceConnection:
     async def _open_asr(self, listen_mode: str) -> None:
         req = AsrOpenRequest(
             **self.envelope,
-            codec=self.audio_format,  # type: ignore[arg-type]
+            codec=self.audio_format,
             frame_duration_ms=self.frame_duration,
-            listen_mode=listen_mode,  # type: ignore[arg-type]
+            listen_mode=listen_mode,
             meeting_id=self.active_meeting,
         )
         self.asr = AsrStream(self.hub.nc, req, self.on_transcript)

@@ -95,7 +95,7 @@ def build_app(svc: GatewayService) -> FastAPI:
             reply = await request(
                 svc.nc,
                 Subjects.MEETING_API,
-                MeetingApiRequest(op=op, params=params),  # type: ignore[arg-type]
+                MeetingApiRequest(op=op, params=params),
                 ApiReply,
                 timeout=svc.settings.nats.request_timeout_s,
             )
@@ -152,7 +152,9 @@ def build_app(svc: GatewayService) -> FastAPI:
         )
 
     for prefix in ("/supie/ota/", "/xiaozhi/ota/"):
-        app.add_api_route(prefix, ota, methods=["GET", "POST"], summary="Device OTA check")
+        for method in ("GET", "POST"):
+            app.add_api_route(prefix, ota, methods=[method], summary="Device OTA check",
+                              operation_id=f"ota_{prefix.strip('/').replace('/', '_')}_{method}")
 
     @app.get("/healthz", summary="200 when NATS, Redis and every service answer")
     async def healthz() -> JSONResponse:

@@ -324,7 +324,7 @@ class Hub:
         if self.redis is None:
             return
         key = K.device_state(conn.device_id)
-        mapping = {
+        mapping: dict[Any, Any] = {
             "mode": conn.mode or "",
             "meeting_id": conn.meeting_id or "",
             "finalized": "1" if conn.meeting_finalized else "0",
@@ -337,4 +337,5 @@ class Hub:
     async def load_device_state(self, device_id: str) -> dict[str, str]:
         if self.redis is None:
             return {}
-        return dict(await self.redis.hgetall(K.device_state(device_id)))
+        raw = await self.redis.hgetall(K.device_state(device_id))
+        return {str(k): str(v) for k, v in raw.items()}
