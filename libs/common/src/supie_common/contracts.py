@@ -267,7 +267,9 @@ class AsrOpenRequest(Envelope):
     listen_mode: Literal["auto", "manual", "realtime"] = "auto"
     language: str | None = None
     meeting_id: str | None = Field(default=None, description="set when the stream serves a meeting")
-    resume_seq: int = Field(default=0, description="first sequence expected (re-open after fail-over)")
+    resume_seq: int = Field(
+        default=0, description="first sequence expected (re-open after fail-over)"
+    )
 
 
 class AsrOpenReply(_Model):

@@ -222,7 +222,7 @@ class WebhookSection(BaseModel):
     start_from: Literal["all", "new"] = Field(
         default="all", description="where a newly created consumer starts in the events stream"
     )
-    concurrency: int = Field(default=64, ge=1, description="events delivered at once per replica")
+    concurrency: int = Field(default=32, ge=1, description="events delivered at once per replica")
     ack_wait_s: float = Field(default=30.0, ge=1, description="redelivery if a replica goes silent")
     dead_letter_key: str = Field(default="supie:webhook:dead", description="Redis hash")
 

@@ -211,7 +211,7 @@ class AsrStream:
         if action == "listen_start" and listen_mode in ("auto", "manual", "realtime"):
             # a re-opened stream starts in the mode the device is in now
             self.req = self.req.model_copy(update={"listen_mode": listen_mode})
-        ctl = AsrControl(action=action, listen_mode=listen_mode)  # type: ignore[arg-type]
+        ctl = AsrControl.model_validate({"action": action, "listen_mode": listen_mode})
         await self.nc.publish(Subjects.asr_control(self.stream_id), encode(ctl))
 
     # -- events --------------------------------------------------------------------------------
