@@ -7,7 +7,7 @@ from supie_common.contracts import Subjects, Transcript
 from supie_gateway.router import FinalizeMeeting, Publish, SwitchMode, ToDevice, route_transcript
 
 
-def t(text: str, source: str = "asr") -> Transcript:
+def t(text: str, source: str = "asr", kind: str = "final") -> Transcript:
     return Transcript(
         device_id="d",
         session_id="s",
@@ -18,6 +18,7 @@ def t(text: str, source: str = "asr") -> Transcript:
         start_ms=0,
         end_ms=1,
         source=source,
+        kind=kind,
     )
 
 
@@ -95,6 +96,21 @@ def test_route_table(mode, text, source, disable_tts, expected) -> None:  # type
     assert (
         kinds(route_transcript(mode, t(text, source), meeting_disable_tts=disable_tts)) == expected
     )
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [
+        (None, ["device:stt"]),
+        ("working", ["device:stt"]),
+        ("meeting", []),
+        ("coding", ["device:stt"]),
+    ],
+)
+def test_partials_are_shown_never_acted_on(mode, expected) -> None:  # type: ignore[no-untyped-def]
+    actions = route_transcript(mode, t("finalize meeting", kind="partial"))
+    assert kinds(actions) == expected
+    assert all(a.message.get("partial") is True for a in actions)  # type: ignore[union-attr]
 
 
 def test_mode_switch_echo_carries_the_intent() -> None:

@@ -114,11 +114,14 @@ def route_transcript(
     - working: to intent recognition (never dropped) plus the ``stt`` line;
     - coding: to the coding service;
     - otherwise: back to the device as ``stt``.
-    ASR utterances also get the ``audio``/``transcription`` push.
+    ASR utterances also get the ``audio``/``transcription`` push. Partial hypotheses (when the
+    asr service sends them) are only shown as ``stt`` with ``partial:true``, outside meetings.
     """
     text = t.text.strip()
     if not text:
         return []
+    if t.kind == "partial":  # a hypothesis while speaking: shown, never acted on
+        return [] if mode == "meeting" else [_stt(t, partial=True)]
     actions: list[Action] = []
     if t.source == "asr":
         actions.append(_transcription(t))
