@@ -70,9 +70,10 @@ class Service(Generic[S]):
         )
         if self.settings.redis.url:
             self.redis = connect_redis(self.settings.redis.url)
-        await self.nc.subscribe(Subjects.health(self.name), queue=Queues.HEALTH, cb=self._health)
         await self.nc.subscribe(Subjects.CONFIG_UPDATED, cb=self._config_updated)
         await self.on_start()
+        # Healthy only once the service actually takes work.
+        await self.nc.subscribe(Subjects.health(self.name), queue=Queues.HEALTH, cb=self._health)
         logger.info("{} started as {}", self.name, self.instance_id)
 
     async def stop(self) -> None:
