@@ -1,0 +1,156 @@
+"""ASR capacity benchmark: K concurrent real-time streams (the fixtures on a loop, staggered)
+into one asr replica over its own embedded NATS; reports the largest K whose p95 endpoint
+latency (last voiced frame sent -> final received, minus the silence window) is <= 1.5 s.
+
+    uv run python bench/asr_capacity.py [--ks 8,16,24,32] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from asr_latency import (  # noqa: E402
+    FRAME_MS,
+    MIN_SILENCE_MS,
+    Clip,
+    Stack,
+    percentile,
+    speech,
+    wait_asr_ready,
+)
+
+GOAL_P95_MS = 1500.0
+
+
+async def one_stream(
+    nc: Any,
+    clip: Clip,
+    seconds: float,
+    offset_s: float,
+    latencies: list[float],
+    texts: list[tuple[str, str]],
+) -> None:
+    """Loop one clip at real-time pace for ``seconds``; record each sentence's latency."""
+    from supie_common.contracts import AsrOpenRequest, Transcript
+    from supie_gateway.asr_link import AsrStream
+
+    await asyncio.sleep(offset_s)
+    clip_ms = len(clip.packets) * FRAME_MS
+    sent_at: dict[int, float] = {}  # stream ms of a sentence end -> wall time it was sent
+    spoken: list[str] = []  # sentences whose last voiced frame was sent
+    finals: list[Transcript] = []
+
+    async def on_transcript(t: Transcript) -> None:
+        now = time.monotonic()
+        finals.append(t)
+        # the sentence this final ends: nearest sentence end before its (padded) end
+        ends = [ms for ms in sent_at if ms <= t.end_ms + 200]
+        if ends:
+            key = max(ends)
+            latencies.append((now - sent_at.pop(key)) * 1000 - MIN_SILENCE_MS)
+
+    stream = AsrStream(
+        nc,
+        AsrOpenRequest(device_id=f"cap-{offset_s}", session_id="s", gateway_id="bench"),
+        on_transcript,
+    )
+    await stream.open()
+    last = {idx: n for n, idx in enumerate(clip.last_voiced_packet)}
+    start = time.monotonic()
+    i = 0
+    while i * FRAME_MS < seconds * 1000:
+        delay = start + i * FRAME_MS / 1000 - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        loop_n, idx = divmod(i, len(clip.packets))
+        await stream.send_audio(clip.packets[idx])
+        if idx in last:
+            sent_at[loop_n * clip_ms + clip.sentence_end_ms[last[idx]]] = time.monotonic()
+            spoken.append(clip.sentences[last[idx]])
+        i += 1
+    await asyncio.sleep(3.0)  # let the last finals arrive
+    # sentences never finalised count as misses with a latency past the goal
+    latencies.extend([GOAL_P95_MS * 10] * sum(1 for ms in sent_at if ms < i * FRAME_MS - 2000))
+    texts.append((" ".join(spoken), " ".join(f.text for f in finals)))
+    await stream.close()
+
+
+async def measure(nc: Any, clips: list[Clip], k: int, seconds: float) -> dict[str, Any]:
+    latencies: list[float] = []
+    texts: list[tuple[str, str]] = []
+    await asyncio.gather(
+        *(
+            one_stream(
+                nc,
+                clips[n % len(clips)],
+                seconds,
+                offset_s=n * 4.0 / k,
+                latencies=latencies,
+                texts=texts,
+            )
+            for n in range(k)
+        )
+    )
+    return {
+        "k": k,
+        "p50_ms": round(percentile(latencies, 50), 1),
+        "p95_ms": round(percentile(latencies, 95), 1),
+        "utterances": len(latencies),
+        "wer": round(speech.wer(" ".join(r for r, _ in texts), " ".join(h for _, h in texts)), 3),
+    }
+
+
+async def run(ks: list[int], seconds: float, threads: int) -> dict[str, Any]:
+    from supie_common.bus import connect_nats
+
+    clips = [Clip.load(n) for n in speech.references()]
+    stack = Stack(Path(tempfile.mkdtemp(prefix="supie-bench-")))
+    stack.start_servers(valkey=False)
+    results = []
+    try:
+        nc = await connect_nats(stack.env["SUPIE_NATS__URL"], "bench")
+        stack.spawn("supie_asr", SUPIE_ASR__CPU_THREADS=str(threads))
+        await wait_asr_ready(nc)
+        for k in ks:
+            res = await measure(nc, clips, k, seconds)
+            results.append(res)
+            print(json.dumps(res), file=sys.stderr)
+            if res["p95_ms"] > GOAL_P95_MS:
+                break
+            await asyncio.sleep(2)
+        await nc.drain()
+    finally:
+        stack.stop()
+    ok = [r["k"] for r in results if r["p95_ms"] <= GOAL_P95_MS]
+    return {
+        "bench": "asr_capacity",
+        "cores": os.cpu_count(),
+        "cpu_threads": threads,
+        "seconds_per_k": seconds,
+        "goal_p95_ms": GOAL_P95_MS,
+        "max_k": max(ok) if ok else 0,
+        "runs": results,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ks", default="8,16,24,32", help="stream counts to try, ascending")
+    parser.add_argument("--seconds", type=float, default=20.0, help="audio per stream per K")
+    parser.add_argument("--threads", type=int, default=2, help="asr.cpu_threads")
+    args = parser.parse_args()
+    ks = [int(k) for k in args.ks.split(",")]
+    print(json.dumps(asyncio.run(run(ks, args.seconds, args.threads))))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,307 @@
+"""ASR latency benchmark: the speech fixtures streamed at real-time pace by a firmware-exact
+device through gateway -> asr, with its own embedded NATS/Valkey and services as subprocesses.
+
+Prints one JSON line: real-time factor (pipeline compute / audio), endpoint latency p50/p95
+(last voiced frame sent -> ``stt`` received, minus the configured silence window), WER, and the
+ratio of pipeline compute to a plain faster-whisper ``transcribe()`` of the same audio.
+
+    uv run python bench/asr_latency.py [--no-gateway]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+_spec = importlib.util.spec_from_file_location(
+    "speech_fixtures", ROOT / "tests" / "fixtures" / "speech" / "speech.py"
+)
+assert _spec is not None and _spec.loader is not None
+speech = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(speech)
+
+FRAME_MS = 60
+MIN_SILENCE_MS = 500
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    return float(np.percentile(np.asarray(values), q))
+
+
+@dataclass
+class Clip:
+    """A fixture pre-encoded as device packets, with the packet index ending each sentence."""
+
+    name: str
+    pcm: np.ndarray
+    packets: list[bytes]
+    sentences: list[str]
+    last_voiced_packet: list[int]  # per sentence
+    sentence_end_ms: list[int]
+
+    @classmethod
+    def load(cls, name: str) -> Clip:
+        from supie_common.audio import OpusEncoder
+
+        pcm = speech.samples(name)
+        spans = speech.sentence_spans(pcm)
+        frame = 16 * FRAME_MS
+        return cls(
+            name=name,
+            pcm=pcm,
+            packets=OpusEncoder(frame_ms=FRAME_MS).encode_all(pcm),
+            sentences=speech.references()[name],
+            last_voiced_packet=[(end - 1) // frame for _, end in spans],
+            sentence_end_ms=[end // 16 for _, end in spans],
+        )
+
+
+@dataclass
+class Stack:
+    """Embedded NATS/Valkey plus service subprocesses."""
+
+    tmp: Path
+    env: dict[str, str] = field(default_factory=dict)
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    servers: list[Any] = field(default_factory=list)
+
+    def start_servers(self, valkey: bool = True) -> None:
+        from supie_common.embedded import EmbeddedNats, EmbeddedValkey
+
+        nats = EmbeddedNats(self.tmp / "nats")
+        nats.start()
+        self.servers.append(nats)
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("SUPIE_")}
+        self.env.update(
+            {
+                "SUPIE_NATS__URL": nats.url,
+                "SUPIE_DATA_DIR": str(self.tmp / "data"),
+                "SUPIE_CONFIG": str(self.tmp / "none.yaml"),
+                "PYTHONUNBUFFERED": "1",
+                "SUPIE_LOG__LEVEL": "WARNING",
+            }
+        )
+        if valkey:
+            redis = EmbeddedValkey(self.tmp / "valkey")
+            redis.start()
+            self.servers.append(redis)
+            self.env["SUPIE_REDIS__URL"] = redis.url
+
+    def spawn(self, module: str, **env: str) -> subprocess.Popen[bytes]:
+        log = open(self.tmp / f"{module}-{len(self.procs)}.log", "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            [sys.executable, "-m", module],
+            env={**self.env, **env},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.procs.append(proc)
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        for server in reversed(self.servers):
+            server.stop()
+
+
+async def wait_asr_ready(nc: Any, within_s: float = 90) -> None:
+    """An asr replica answers opens once its model is loaded."""
+    from supie_common.bus import BusError, request
+    from supie_common.contracts import AsrOpenReply, AsrOpenRequest, Subjects, encode
+
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        req = AsrOpenRequest(device_id="probe", session_id="probe", gateway_id="bench")
+        try:
+            reply = await request(nc, Subjects.ASR_OPEN, req, AsrOpenReply, timeout=1)
+            if reply.ok:
+                from supie_common.contracts import AsrControl
+
+                await nc.publish(
+                    Subjects.asr_control(req.stream_id), encode(AsrControl(action="close"))
+                )
+                return
+        except BusError:
+            await asyncio.sleep(0.2)
+    raise TimeoutError("no asr replica became ready")
+
+
+async def wait_port(port: int, within_s: float = 30) -> None:
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        try:
+            _, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.close()
+            return
+        except OSError:
+            await asyncio.sleep(0.1)
+    raise TimeoutError(f"nothing on port {port}")
+
+
+def plain_transcribe_s(clips: list[Clip], threads: int) -> tuple[float, float]:
+    """Plain faster-whisper ``transcribe()`` of each whole clip: (compute s, WER)."""
+    from faster_whisper import WhisperModel
+    from supie_asr.engine import model_location
+
+    model = WhisperModel(
+        model_location(None), device="cpu", compute_type="int8", cpu_threads=threads
+    )
+    list(model.transcribe(np.zeros(16000, dtype=np.float32), language="en")[0])  # warm up
+    total = 0.0
+    refs, hyps = [], []
+    for clip in clips:
+        audio = clip.pcm.astype(np.float32) / 32768.0
+        started = time.perf_counter()
+        segments, _ = model.transcribe(audio, language="en", beam_size=1)
+        text = " ".join(s.text for s in segments)
+        total += time.perf_counter() - started
+        refs.append(" ".join(clip.sentences))
+        hyps.append(text)
+    return total, speech.wer(" ".join(refs), " ".join(hyps))
+
+
+async def run(use_gateway: bool, threads: int) -> dict[str, Any]:
+    from supie_common.bus import connect_nats
+    from supie_common.contracts import AsrEvent, decode
+    from supie_common.device_client import DeviceClient
+    from supie_common.embedded import free_port
+
+    clips = [Clip.load(n) for n in speech.references()]
+    stack = Stack(Path(tempfile.mkdtemp(prefix="supie-bench-")))
+    stack.start_servers(valkey=use_gateway)
+    try:
+        nc = await connect_nats(stack.env["SUPIE_NATS__URL"], "bench")
+        stack.spawn("supie_asr", SUPIE_ASR__CPU_THREADS=str(threads))
+        ws_port = free_port()
+        if use_gateway:
+            stack.spawn(
+                "supie_gateway",
+                SUPIE_SERVER__WS_PORT=str(ws_port),
+                SUPIE_SERVER__HTTP_PORT=str(free_port()),
+                SUPIE_SERVER__IP="127.0.0.1",
+            )
+            await wait_port(ws_port)
+        await wait_asr_ready(nc)
+
+        finals: list[Any] = []
+
+        async def on_event(msg: Any) -> None:
+            event = decode(AsrEvent, msg.data)
+            if event.kind == "transcript" and event.transcript and event.transcript.kind == "final":
+                finals.append(event.transcript)
+
+        await nc.subscribe("supie.v1.asr.stream.*.events", cb=on_event)
+        latencies: list[float] = []
+        refs, hyps = [], []
+        audio_ms = 0
+        for clip in clips:
+            arrivals: list[float] = []
+            before = len(finals)
+            if use_gateway:
+                dev = await DeviceClient(
+                    f"ws://127.0.0.1:{ws_port}/supie/v1/", "be:nc:h0:00:00:01"
+                ).connect()
+                await dev.hello()
+                await dev.listen("start", mode="auto")
+
+                async def collect(
+                    dev: DeviceClient = dev, arrivals: list[float] = arrivals
+                ) -> None:
+                    while True:
+                        await dev.expect("stt", timeout=3600)
+                        arrivals.append(time.monotonic())
+
+                collector = asyncio.create_task(collect())
+                send = dev.send_audio
+            else:
+                from supie_common.contracts import AsrOpenRequest
+                from supie_gateway.asr_link import AsrStream
+
+                async def on_t(t: Any, arrivals: list[float] = arrivals) -> None:
+                    arrivals.append(time.monotonic())
+
+                stream = AsrStream(
+                    nc, AsrOpenRequest(device_id="bench", session_id="b", gateway_id="bench"), on_t
+                )
+                await stream.open()
+                send = stream.send_audio
+            sent_at: dict[int, float] = {}
+            start = time.monotonic()
+            for i, packet in enumerate(clip.packets):
+                delay = start + i * FRAME_MS / 1000 - time.monotonic()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                await send(packet)
+                sent_at[i] = time.monotonic()
+            deadline = time.monotonic() + 10
+            # two different sources append to arrivals; polling is simplest
+            while len(arrivals) < len(clip.sentences) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            for n, idx in enumerate(clip.last_voiced_packet[: len(arrivals)]):
+                latencies.append((arrivals[n] - sent_at[idx]) * 1000 - MIN_SILENCE_MS)
+            if use_gateway:
+                collector.cancel()
+                await dev.close()
+            else:
+                await stream.close()
+            await asyncio.sleep(0.3)
+            refs.append(" ".join(clip.sentences))
+            hyps.append(" ".join(t.text for t in finals[before:]))
+            audio_ms += len(clip.pcm) // 16
+        compute_ms = sum(t.compute_ms for t in finals)
+        utter_ms = sum(t.audio_ms for t in finals)
+        await nc.drain()
+    finally:
+        stack.stop()
+    plain_s, plain_wer = plain_transcribe_s(clips, threads)
+    return {
+        "bench": "asr_latency",
+        "path": "device->gateway->asr" if use_gateway else "asr_link->asr",
+        "cores": os.cpu_count(),
+        "cpu_threads": threads,
+        "audio_s": round(audio_ms / 1000, 2),
+        "utterances": len(finals),
+        "rtf": round(compute_ms / audio_ms, 4),
+        "rtf_speech": round(compute_ms / max(utter_ms, 1), 4),
+        "endpoint_latency_ms_p50": round(percentile(latencies, 50), 1),
+        "endpoint_latency_ms_p95": round(percentile(latencies, 95), 1),
+        "wer": round(speech.wer(" ".join(refs), " ".join(hyps)), 4),
+        "pipeline_compute_s": round(compute_ms / 1000, 3),
+        "plain_transcribe_s": round(plain_s, 3),
+        "plain_wer": round(plain_wer, 4),
+        "overhead_ratio": round(compute_ms / 1000 / plain_s, 3),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--no-gateway", action="store_true", help="stream straight to asr")
+    parser.add_argument("--threads", type=int, default=2, help="asr.cpu_threads")
+    args = parser.parse_args()
+    print(json.dumps(asyncio.run(run(not args.no_gateway, args.threads))))
+
+
+if __name__ == "__main__":
+    main()
