@@ -187,4 +187,9 @@ def run_service(
         logger.info("{} got a stop signal, draining", name)
         await service.stop()
 
-    asyncio.run(main())
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - optional speed-up
+        asyncio.run(main())
+    else:
+        uvloop.run(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 from .contracts import new_id
 
@@ -38,8 +38,17 @@ class K:
         return f"supie:device:{device_id}"
 
 
-def connect_redis(url: str) -> Redis:
-    return Redis.from_url(url, decode_responses=True, health_check_interval=10)
+def connect_redis(url: str, max_connections: int = 64) -> Redis:
+    """A client on a bounded pool that *waits* for a free connection: redis-py's default pool
+    raises "Too many connections" past its limit, which a burst of concurrent work reaches."""
+    pool = BlockingConnectionPool.from_url(
+        url,
+        decode_responses=True,
+        max_connections=max_connections,
+        timeout=30,
+        health_check_interval=10,
+    )
+    return Redis.from_pool(pool)
 
 
 _RENEW = """

@@ -21,7 +21,7 @@ from typing import Any
 from loguru import logger
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
-from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio import Redis
 from supie_common.bus import ensure_events_stream
 from supie_common.contracts import (
     ApiReply,
@@ -41,7 +41,7 @@ from supie_common.contracts import (
     now_ms,
 )
 from supie_common.service import Service
-from supie_common.store import Lease
+from supie_common.store import Lease, connect_redis
 
 from .api import MeetingApi
 from .archive import Archive, ArchiveReader, valid_session_id
@@ -124,17 +124,8 @@ class MeetingService(Service[MeetingSettings]):
     async def on_start(self) -> None:
         if self.redis is None:
             raise RuntimeError("the meeting service needs Redis: set redis.url")
-        # Our own bounded, *blocking* pool: redis-py's default pool raises "Too many
-        # connections" past 100 concurrent commands, which a burst of finalizes reaches.
         assert self.settings.redis.url
-        pool = BlockingConnectionPool.from_url(
-            self.settings.redis.url,
-            decode_responses=True,
-            max_connections=REDIS_POOL_SIZE,
-            timeout=30,
-            health_check_interval=10,
-        )
-        self._redis = Redis.from_pool(pool)
+        self._redis = connect_redis(self.settings.redis.url, max_connections=REDIS_POOL_SIZE)
         self._state = MeetingState(self._redis)
         # Connect the pool now so a burst of finalizes does not pay for it before its ACKs.
         await asyncio.gather(*(self._redis.ping() for _ in range(REDIS_POOL_SIZE)))
