@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import re
-import time
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,27 +63,32 @@ def test_truncate_middle_keeps_head_and_tail() -> None:
     assert truncate_middle("short", 200) == "short"
 
 
-async def test_logging_never_blocks_the_event_loop() -> None:
-    """10,000 log calls from 50 concurrent tasks: the loop never stalls for more than 50 ms."""
-    slow = io.StringIO()
+_LOG_LAG_PROBE = """
+import asyncio, io, json, time
+from loguru import logger
+from supie_common.logs import setup_logging
+from supie_common.settings import LogSection
 
-    class SlowSink:
-        def write(self, message: str) -> None:
-            time.sleep(0.0005)  # a slow disk / terminal
-            slow.write(message)
+written = io.StringIO()
 
-    sink_writer = setup_logging(LogSection(max_message_length=300), "test", sink=SlowSink())
+class SlowSink:  # a slow disk or terminal
+    def write(self, message):
+        time.sleep(0.0005)
+        written.write(message)
+
+async def main():
+    sink = setup_logging(LogSection(max_message_length=300), "probe", sink=SlowSink())
     worst = 0.0
     done = asyncio.Event()
 
-    async def watchdog() -> None:
+    async def watchdog():
         nonlocal worst
         while not done.is_set():
             t0 = time.perf_counter()
             await asyncio.sleep(0.005)
             worst = max(worst, time.perf_counter() - t0 - 0.005)
 
-    async def writer(n: int) -> None:
+    async def writer(n):
         for i in range(200):
             logger.info("task {} line {} {}", n, i, "y" * 1000)
             await asyncio.sleep(0)  # a task logs between other work
@@ -94,10 +99,30 @@ async def test_logging_never_blocks_the_event_loop() -> None:
     await dog
     await logger.complete()
     logger.remove()
-    sink_writer.drain(30)
-    assert worst < 0.050, f"event loop blocked for {worst * 1000:.1f} ms"
-    lines = slow.getvalue().splitlines()
-    assert lines and all(len(line) < 450 for line in lines)  # truncated to ~300 + prefix
+    sink.drain(30)
+    lines = written.getvalue().splitlines()
+    print(json.dumps({"worst_ms": worst * 1000, "lines": len(lines),
+                      "longest": max(map(len, lines))}))
+
+asyncio.run(main())
+"""
+
+
+def test_logging_never_blocks_the_event_loop() -> None:
+    """10,000 log calls from 50 concurrent tasks behind a slow sink: the loop never stalls for
+    more than 50 ms. Run in a fresh interpreter so other tests' loaded models and threads do not
+    add their own pauses to the figure."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LOG_LAG_PROBE],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    figures = json.loads(out.stdout.strip().splitlines()[-1])
+    assert figures["worst_ms"] < 50, figures
+    assert figures["lines"] >= 10_000  # nothing dropped
+    assert figures["longest"] < 450  # messages cut to max_message_length (+ the line prefix)
 
 
 def test_stdlib_logging_is_intercepted() -> None:

@@ -15,6 +15,7 @@ import logging
 import queue
 import sys
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
@@ -63,7 +64,7 @@ class BackgroundWriter:
         self.target = target
         self.max_backlog = max_backlog
         self.dropped = 0
-        self._queue: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self._queue: queue.Queue[str] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
         self._thread.start()
 
@@ -82,19 +83,24 @@ class BackgroundWriter:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            taken = len(batch)
             if self.dropped:
                 dropped, self.dropped = self.dropped, 0
                 batch.insert(0, f"... {dropped} log lines dropped (log sink too slow)\n")
-            self.target.write("".join(batch))
-            if hasattr(self.target, "flush"):
-                self.target.flush()
+            try:
+                self.target.write("".join(batch))
+                if hasattr(self.target, "flush"):
+                    self.target.flush()
+            except Exception:  # noqa: S110 - a broken sink has nowhere left to report to
+                pass
+            finally:
+                for _ in range(taken):
+                    self._queue.task_done()
 
     def drain(self, timeout_s: float = 5.0) -> None:
         """Wait until the backlog is written (tests, shutdown)."""
-        import time
-
         deadline = time.monotonic() + timeout_s
-        while not self._queue.empty() and time.monotonic() < deadline:
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
 
 
