@@ -246,6 +246,7 @@ async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
             Subjects.device_out(device),
             encode(DeviceOutbound(message={"type": "stt", "text": f"queued {i}"})),
         )
+    await nc.flush()  # the 20 messages are at the gateway (queued for the device)
     await a.service.stop()
     await asyncio.wait_for(dev.closed.wait(), 5)
     assert dev.ws is not None and dev.ws.close_code == 1001
