@@ -105,8 +105,9 @@ class ServerSection(BaseModel):
     takeover_close_delay_s: float = 1.5
     presence_ttl_s: int = 30
     listen_debounce_ms: int = 300
-    close_connection_no_voice_time: float = Field(default=600, gt=0,
-                                                  description="no-voice close threshold, s")
+    close_connection_no_voice_time: float = Field(
+        default=600, gt=0, description="no-voice close threshold, s"
+    )
     idle_close_grace_seconds: float = Field(default=15, description="warning lead, clamped 5..30")
     idle_mode_multiplier: float = Field(default=3.0, ge=1, description="x in meeting/working")
     hard_close_extra_s: float = Field(default=60.0, ge=0, description="hard close after threshold+")
@@ -124,6 +125,7 @@ class ServerSection(BaseModel):
         """Warning lead: clamped to 5..30 s, and never more than half the threshold (so scaled-
         down thresholds in tests still warn before they close)."""
         return min(float(clamp(int(self.idle_close_grace_seconds), 5, 30)), threshold_s / 2)
+
     firmware_version: str = "1.0.0"
     firmware_url: str = ""
     timezone_offset: int = 8
@@ -172,7 +174,9 @@ class AsrSection(BaseModel):
         default=200, ge=0, description="extra audio either side of an utterance given to whisper"
     )
     min_context_s: float = Field(
-        default=10.0, ge=3.0, le=30.0,
+        default=10.0,
+        ge=3.0,
+        le=30.0,
         description="shortest encoder window; whisper pads to 30 s, shorter is faster",
     )
     heartbeat_timeout_ms: int = Field(

@@ -153,8 +153,13 @@ def build_app(svc: GatewayService) -> FastAPI:
 
     for prefix in ("/supie/ota/", "/xiaozhi/ota/"):
         for method in ("GET", "POST"):
-            app.add_api_route(prefix, ota, methods=[method], summary="Device OTA check",
-                              operation_id=f"ota_{prefix.strip('/').replace('/', '_')}_{method}")
+            app.add_api_route(
+                prefix,
+                ota,
+                methods=[method],
+                summary="Device OTA check",
+                operation_id=f"ota_{prefix.strip('/').replace('/', '_')}_{method}",
+            )
 
     @app.get("/healthz", summary="200 when NATS, Redis and every service answer")
     async def healthz() -> JSONResponse:
