@@ -1,6 +1,6 @@
 """Gateway load: N device connections (hello + keepalive pings), M of them streaming 60 ms audio
 frames at real-time pace. Prints one JSON line: connections held, streaming, frames/s, frame loss,
-device-send → bus-delivery latency p50/p99, gateway CPU % and RSS, cores.
+device-send → bus-delivery latency p50/p99 (sampled streams), gateway CPU % and RSS, cores.
 
     uv run python bench/gateway_load.py [--connections 2000] [--streaming 500] [--seconds 20]
 
@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 import psutil
 from supie_common.bus import connect_nats
 from supie_common.contracts import (
@@ -47,7 +48,12 @@ def device_id(worker: int, i: int) -> str:
 
 
 async def _client(
-    url: str, dev: str, stream_s: float | None, hold_s: float, stats: dict[str, int]
+    url: str,
+    dev: str,
+    stream_s: float | None,
+    hold_s: float,
+    stream_at: float,
+    stats: dict[str, int],
 ) -> None:
     from websockets.asyncio.client import connect
 
@@ -79,6 +85,9 @@ async def _client(
             end = time.monotonic() + hold_s
             if stream_s:
                 await ws.send(json.dumps({"type": "listen", "state": "start", "mode": "auto"}))
+                # Everyone streams at once, after all connections are up (wall clock: shared
+                # by the worker processes).
+                await asyncio.sleep(max(0.0, stream_at - time.time()))
                 start = time.monotonic()
                 i = 0
                 while time.monotonic() < start + stream_s:
@@ -109,15 +118,18 @@ def _worker(
     ramp_s: float,
     stream_s: float,
     hold_s: float,
-    out: mp.Queue,
-) -> None:  # type: ignore[type-arg]
+    stream_at: float,
+    out: mp.Queue,  # type: ignore[type-arg]
+) -> None:
     async def main() -> None:
         stats = {"connected": 0, "sent": 0, "failed": 0}
         tasks = []
         for i in range(n_conn):
             dev = device_id(worker, i)
             streaming = stream_s if i < n_stream else None
-            tasks.append(asyncio.create_task(_client(url, dev, streaming, hold_s, stats)))
+            tasks.append(
+                asyncio.create_task(_client(url, dev, streaming, hold_s, stream_at, stats))
+            )
             await asyncio.sleep(ramp_s / max(n_conn, 1))
         await asyncio.gather(*tasks)
         out.put(stats)
@@ -154,23 +166,25 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
 
     nc = await connect_nats(nats.url, "bench")
     latencies: list[float] = []
-    received = 0
+    seqs: dict[str, set[int]] = {}
 
     async def on_audio(msg) -> None:  # type: ignore[no-untyped-def]
-        nonlocal received
-        received += 1
-        if AudioHeaders.SEQ in (msg.headers or {}):
-            sent_ns = struct.unpack_from(">Q", msg.data)[0]
-            latencies.append((time.time_ns() - sent_ns) / 1e6)
-
-    await nc.subscribe("supie.v1.asr.stream.*.audio", cb=on_audio, pending_msgs_limit=10**6)
+        headers = msg.headers or {}
+        seqs[headers[AudioHeaders.STREAM]].add(int(headers[AudioHeaders.SEQ]))
+        sent_ns = struct.unpack_from(">Q", msg.data)[0]
+        latencies.append((time.time_ns() - sent_ns) / 1e6)
 
     # The bench plays the asr service: it owns every stream (answers the open, heartbeats), so
-    # what is measured is the gateway's own path from socket to bus.
+    # what is measured is the gateway's own path from socket to bus. It subscribes to one stream
+    # in ``--sample`` for latency and gaps, so that this Python subscriber is not the bottleneck.
     streams: set[str] = set()
 
     async def on_open(msg) -> None:  # type: ignore[no-untyped-def]
         req = decode(AsrOpenRequest, msg.data)
+        if req.stream_id not in streams and len(streams) % args.sample == 0:
+            seqs[req.stream_id] = set()
+            await nc.subscribe(Subjects.asr_audio(req.stream_id), cb=on_audio)
+            await nc.flush()
         streams.add(req.stream_id)
         await msg.respond(encode(AsrOpenReply(ok=True, stream_id=req.stream_id, owner="bench")))
 
@@ -186,32 +200,41 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
     await nc.subscribe(Subjects.ASR_OPEN, queue="asr", cb=on_open)
     beat = asyncio.create_task(heartbeats())
 
+    async def frames_in() -> float:
+        async with httpx.AsyncClient() as http:
+            text = (await http.get(f"http://127.0.0.1:{http_port}/metrics")).text
+        line = next(x for x in text.splitlines() if x.startswith("supie_gateway_frames_in_total"))
+        return float(line.split()[-1])
+
     url = f"ws://127.0.0.1:{ws_port}/supie/v1/"
     workers = args.workers
     out: mp.Queue = mp.Queue()  # type: ignore[type-arg]
     hold = args.ramp + args.seconds + 5
+    stream_at = time.time() + args.ramp + 1
     procs = []
     for w in range(workers):
         n_conn = args.connections // workers + (1 if w < args.connections % workers else 0)
         n_stream = args.streaming // workers + (1 if w < args.streaming % workers else 0)
         p = mp.Process(
-            target=_worker, args=(url, w, n_conn, n_stream, args.ramp, args.seconds, hold - 2, out)
+            target=_worker,
+            args=(url, w, n_conn, n_stream, args.ramp, args.seconds, hold - 2, stream_at, out),
         )
         p.start()
         procs.append(p)
 
     await asyncio.sleep(args.ramp + 2)  # connections ramp up, streams start
     gw_ps.cpu_percent(None)
-    t0, r0 = time.monotonic(), received
+    t0, f0 = time.monotonic(), await frames_in()
     await asyncio.sleep(max(1.0, args.seconds - 4))
     window = time.monotonic() - t0
-    frames_per_s = (received - r0) / window
+    frames_per_s = (await frames_in() - f0) / window
     cpu = gw_ps.cpu_percent(None)
     rss_mb = gw_ps.memory_info().rss / 2**20
     results = [await asyncio.to_thread(out.get) for _ in procs]
     for p in procs:
         p.join(30)
     await asyncio.sleep(1.0)  # late frames still in flight
+    gateway_frames = await frames_in()
     beat.cancel()
     await nc.drain()
     gw.terminate()
@@ -231,11 +254,16 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
         "connect_failures": sum(r["failed"] for r in results),
         "streaming": args.streaming,
         "frames_sent": sent,
-        "frames_delivered": received,
+        "frames_at_gateway": int(gateway_frames),
         "frames_per_s": round(frames_per_s, 1),
-        "frame_loss": round(1 - received / sent, 5) if sent else None,
+        "frame_loss_at_gateway": round(1 - gateway_frames / sent, 5) if sent else None,
+        "sampled_streams": len(seqs),
+        "sampled_frames_delivered": sum(len(v) for v in seqs.values()),
+        "sampled_seq_gaps": sum(max(v) + 1 - len(v) for v in seqs.values() if v),
         "latency_ms_p50": pct(0.50),
+        "latency_ms_p95": pct(0.95),
         "latency_ms_p99": pct(0.99),
+        "latency_ms_max": round(lat[-1], 2) if lat else None,
         "latency_ms_mean": round(statistics.fmean(lat), 2) if lat else None,
         "gateway_cpu_percent": round(cpu, 1),
         "gateway_rss_mb": round(rss_mb, 1),
@@ -251,6 +279,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0, help="streaming duration")
     parser.add_argument("--ramp", type=float, default=15.0, help="seconds to open connections")
     parser.add_argument("--workers", type=int, default=2, help="client processes")
+    parser.add_argument("--sample", type=int, default=10, help="measure 1 stream in N")
     args = parser.parse_args()
     print(json.dumps(asyncio.run(_measure(args))), flush=True)
 

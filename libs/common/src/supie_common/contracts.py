@@ -171,7 +171,6 @@ class AudioHeaders:
     DEVICE = "Supie-Device"
     SEQ = "Supie-Seq"  # per-stream frame sequence, from 0
     CODEC = "Supie-Codec"  # "opus" | "pcm"
-    SENT_MS = "Supie-Sent-Ms"  # wall clock when the gateway received the frame (for benches)
 
 
 class _Model(BaseModel):

@@ -108,17 +108,27 @@ class Presence:
     async def register(
         self, device_id: str, gateway_id: str, session_id: str, group_key: str
     ) -> None:
-        now = int(time.time() * 1000)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            K.presence(device_id),
-            mapping={"gateway": gateway_id, "session": session_id, "group": group_key, "ts": now},
-        )
-        pipe.expire(K.presence(device_id), self.ttl_s)
-        pipe.zadd(K.group(group_key), {device_id: now})
-        await pipe.execute()
+        await self.heartbeat_many([(device_id, gateway_id, session_id, group_key)])
 
-    heartbeat = register
+    async def heartbeat_many(self, entries: list[tuple[str, str, str, str]]) -> None:
+        """Renew (device, gateway, session, group) entries in one round trip."""
+        if not entries:
+            return
+        now = int(time.time() * 1000)
+        pipe = self.redis.pipeline(transaction=False)
+        for device_id, gateway_id, session_id, group_key in entries:
+            pipe.hset(
+                K.presence(device_id),
+                mapping={
+                    "gateway": gateway_id,
+                    "session": session_id,
+                    "group": group_key,
+                    "ts": now,
+                },
+            )
+            pipe.expire(K.presence(device_id), self.ttl_s)
+            pipe.zadd(K.group(group_key), {device_id: now})
+        await pipe.execute()
 
     async def unregister(self, device_id: str, session_id: str, group_key: str) -> None:
         """Remove the entry only if it still belongs to this session (a newer one may own it)."""

@@ -39,7 +39,6 @@ from supie_common.contracts import (
     Transcript,
     decode,
     encode,
-    now_ms,
 )
 
 __all__ = ["AsrStream"]
@@ -83,7 +82,7 @@ class AsrStream:
             AudioHeaders.CODEC: req.codec,
         }
         frame_ms = max(req.frame_duration_ms, 10)
-        self._replay: deque[tuple[int, bytes, str]] = deque(
+        self._replay: deque[tuple[int, bytes]] = deque(
             maxlen=max(1, int(replay_s * 1000 / frame_ms))
         )
         self._homeless = True  # no owner: keep frames for the next owner instead of sending
@@ -127,19 +126,17 @@ class AsrStream:
         arrive meanwhile are appended to the replay buffer and picked up by this loop."""
         i = 0
         while i < len(self._replay):
-            seq, payload, sent = self._replay[i]
+            seq, payload = self._replay[i]
             i += 1
             if seq >= self.acked:
-                await self._publish_frame(seq, payload, sent)
+                await self._publish_frame(seq, payload)
         self._homeless = False
 
     async def _watchdog(self) -> None:
         period = min(0.25, self.heartbeat_timeout_s / 4)
         while not self._closed:
-            try:
-                await asyncio.wait_for(self._reopen_now.wait(), period)
-            except TimeoutError:
-                pass
+            # A plain sleep, not wait_for(event): hundreds of streams poll this cheaply.
+            await asyncio.sleep(period)
             if self._closed:
                 return
             lost = self._reopen_now.is_set() or (
@@ -193,16 +190,15 @@ class AsrStream:
     async def send_audio(self, payload: bytes) -> None:
         if self._closed:
             return
-        seq, sent = self.seq, str(now_ms())
+        seq = self.seq
         self.seq += 1
-        self._replay.append((seq, payload, sent))
+        self._replay.append((seq, payload))
         if not self._homeless:
-            await self._publish_frame(seq, payload, sent)
+            await self._publish_frame(seq, payload)
 
-    async def _publish_frame(self, seq: int, payload: bytes, sent: str) -> None:
+    async def _publish_frame(self, seq: int, payload: bytes) -> None:
         headers = dict(self._headers_base)
         headers[AudioHeaders.SEQ] = str(seq)
-        headers[AudioHeaders.SENT_MS] = sent
         await self.nc.publish(self._audio_subject, payload, headers=headers)
 
     async def control(self, action: str, listen_mode: str | None = None) -> None:

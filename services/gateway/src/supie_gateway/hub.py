@@ -257,11 +257,13 @@ class Hub:
         interval = max(1.0, self.settings.server.presence_ttl_s / 3)
         while True:
             await asyncio.sleep(interval)
+            entries = [
+                (c.device_id, self.gateway_id, c.session_id, c.group_key)
+                for c in self.connections.values()
+            ]
             try:
-                for conn in list(self.connections.values()):
-                    await self.presence.heartbeat(
-                        conn.device_id, self.gateway_id, conn.session_id, conn.group_key
-                    )
+                for i in range(0, len(entries), 500):
+                    await self.presence.heartbeat_many(entries[i : i + 500])
             except Exception as exc:
                 logger.warning("presence heartbeat failed: {}", exc)
 

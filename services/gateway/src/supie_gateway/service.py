@@ -72,6 +72,7 @@ class GatewayService(Service[GatewaySettings]):
             close_timeout=server.close_timeout_s,
             max_size=max(server.max_frame_bytes * 4, 1 << 20),
             server_header="supie",
+            compression=None,  # badges never negotiate it; it costs CPU and ~100 KB per socket
         )
         self.ws_port = self.ws_server.sockets[0].getsockname()[1]
         config = uvicorn.Config(
