@@ -265,7 +265,9 @@ async def test_snippet_validation_limits_and_dedup(
     assert ack["accepted"] == 10 and ack["dropped"] == 2 and ack["reason"] == "rate_limited"
     await dev2.snippet(m2, "one more in the same second")
     await dev2.wait(lambda: dev2.of(None, code="RATE_LIMITED") or len(dev2.of("snippet")) > 1)
-    # Pending cap (15 here): the next second's 10 items only fit 5.
+    # If the second rolled over before it arrived, that extra item was accepted (pending 11).
+    extra = dev2.of("snippet")[1].get("accepted", 0) if len(dev2.of("snippet")) > 1 else 0
+    # Pending cap (15 here): the next second's 10 items only fit 5 (or 4).
     await asyncio.sleep(1.05)
     await dev2.snippet(m2, *[f"pending {i}" for i in range(10)])
     ack = (
@@ -273,8 +275,8 @@ async def test_snippet_validation_limits_and_dedup(
             lambda: [a for a in dev2.of("snippet") if a.get("reason") == "pending_full"]
         )
     )[0]
-    assert ack["accepted"] == 5 and ack["dropped"] == 5
-    assert await redis.llen(MeetingKeys.segments(m2)) in (15, 16)
+    assert ack["accepted"] == 5 - extra and ack["dropped"] == 5 + extra
+    assert await redis.llen(MeetingKeys.segments(m2)) == 15
 
 
 # -- pushes, hot reload, lease fail-over ---------------------------------------------------------

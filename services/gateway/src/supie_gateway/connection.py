@@ -137,6 +137,9 @@ class DeviceConnection:
         self._subs.append(
             await nc.subscribe(Subjects.device_command(self.device_id), cb=self._on_command)
         )
+        # The server must know these subscriptions before the device hears anything from us:
+        # what services publish for it right after it connects must not fall on the floor.
+        await nc.flush()
         await self._restore_state()
 
     async def run(self) -> None:

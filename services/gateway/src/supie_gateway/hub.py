@@ -154,10 +154,10 @@ class Hub:
             protocol_version=info.protocol_version,
             group_key=group_of(info.device_id),
         )
-        await self._register(conn)
         reason = "closed"
         try:
-            await conn.start()
+            await conn.start()  # subscribed first: nothing published for the device is lost
+            await self._register(conn)
             await conn.run()
         except Exception as exc:
             reason = f"error: {type(exc).__name__}"
