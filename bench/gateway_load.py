@@ -22,10 +22,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
-import httpx
 import psutil
+import uvloop
 from supie_common.bus import connect_nats
 from supie_common.contracts import (
     AsrEvent,
@@ -134,7 +135,7 @@ def _worker(
         await asyncio.gather(*tasks)
         out.put(stats)
 
-    asyncio.run(main())
+    uvloop.run(main())  # the load generator must not be the bottleneck it measures
 
 
 async def _measure(args: argparse.Namespace) -> dict[str, object]:
@@ -200,9 +201,13 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
     await nc.subscribe(Subjects.ASR_OPEN, queue="asr", cb=on_open)
     beat = asyncio.create_task(heartbeats())
 
+    def fetch_metrics() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/metrics", timeout=10) as r:
+            return str(r.read().decode())
+
     async def frames_in() -> float:
-        async with httpx.AsyncClient() as http:
-            text = (await http.get(f"http://127.0.0.1:{http_port}/metrics")).text
+        # In a thread: this process measures latency and must never stall its own loop.
+        text = await asyncio.to_thread(fetch_metrics)
         line = next(x for x in text.splitlines() if x.startswith("supie_gateway_frames_in_total"))
         return float(line.split()[-1])
 
