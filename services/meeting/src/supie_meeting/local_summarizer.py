@@ -65,10 +65,10 @@ _CUES: dict[str, tuple[re.Pattern[str], ...]] = {
         re.compile(r"\bnext\b|\bgoing forward\b|\bfollow[- ]up\b|\bafter that\b"),
     ),
     "actions": (
-        re.compile(r"负责|跟进|安排|落实|提交|待办|去做|完成"),
+        re.compile(r"负责|跟进|安排|落实|提交|待办|去做|完成|请大家|请在"),
         re.compile(
             r"\bwill\b|'ll\b|\baction items?\b|\bresponsible\b|\bowner\b|\bassigned\b|"
-            r"\btake care of\b|\bto-?do\b|\bneeds? to\b|\bhas to\b"
+            r"\btake care of\b|\bto-?do\b|\bneeds? to\b|\bhas to\b|\bplease\b|\bmake sure\b"
         ),
     ),
 }
