@@ -256,3 +256,41 @@ async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
         await again.hello()
         conn = b.service.hub.connections[device]
         assert conn.mode == "meeting" and conn.meeting_id == meeting_id
+
+
+async def test_voice_shortcut_switches_to_working_mode_from_any_mode(gateway, asr_owner) -> None:
+    async with DeviceClient(gateway.ws_url, dev_id()) as dev:
+        await dev.hello()
+        await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
+        await dev.expect("mode", status="ok")
+        await dev.listen("detect", text="进入工作模式")
+        echo = await dev.expect("stt", timeout=3)
+        assert echo["intent"] == "mode_switch" and echo["target_mode"] == "working"
+        assert (await dev.expect("mode", timeout=3))["mode"] == "working"
+        assert (await dev.expect("listen", timeout=3))["mode"] == "manual"
+
+
+async def test_working_mode_text_reaches_intent_recognition(gateway, nc) -> None:
+    from supie_common.contracts import Transcript
+
+    got: list[Transcript] = []
+
+    async def on_intent(msg) -> None:  # type: ignore[no-untyped-def]
+        got.append(decode(Transcript, msg.data))
+
+    sub = await nc.subscribe(Subjects.WORKFLOW_INTENT, cb=on_intent)
+    device = dev_id()
+    async with DeviceClient(gateway.ws_url, device) as dev:
+        await dev.hello()
+        await dev.send_json({"type": "mode", "state": "start", "mode": "working"})
+        await dev.expect("mode", status="ok")
+        await dev.listen("detect", text="完成第二个任务")
+        assert (await dev.expect("stt", timeout=3))["text"] == "完成第二个任务"
+        for _ in range(40):
+            if got:
+                break
+            await asyncio.sleep(0.05)
+    await sub.unsubscribe()
+    assert [(t.device_id, t.text, t.mode, t.source) for t in got] == [
+        (device, "完成第二个任务", "working", "text")
+    ]
