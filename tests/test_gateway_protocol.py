@@ -278,3 +278,19 @@ async def test_unsupported_protocol_version_is_refused(gateway) -> None:
         ):
             pass
     assert info.value.response.status_code == 400
+
+
+async def test_a_malformed_bus_message_disturbs_nothing(gateway, nc) -> None:
+    device = dev_id()
+    async with DeviceClient(gateway.ws_url, device) as dev:
+        await dev.hello()
+        await nc.publish(Subjects.device_out(device), b'{"message": "not an object"}')
+        await nc.publish(Subjects.device_command(device), b"garbage")
+        await nc.publish(Subjects.device_takeover(device), b"{}")
+        await nc.publish(
+            Subjects.device_out(device),
+            encode(DeviceOutbound(message={"type": "stt", "text": "still here"})),
+        )
+        assert (await dev.expect("stt", timeout=3))["text"] == "still here"
+        await dev.send_text("ping")
+        await dev.expect("pong", timeout=3)

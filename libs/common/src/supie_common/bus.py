@@ -7,16 +7,18 @@ from typing import TypeVar
 import nats
 from loguru import logger
 from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 from .contracts import Subjects, decode, encode
 
 __all__ = [
+    "parse",
     "BusError",
     "BusTimeout",
     "connect_nats",
@@ -88,6 +90,16 @@ async def ensure_stream(
 
 async def ensure_events_stream(js: JetStreamContext) -> None:
     await ensure_stream(js, Subjects.EVENTS_STREAM, [Subjects.EVENTS_ALL])
+
+
+def parse(model: type[M], msg: Msg) -> M | None:
+    """Decode a bus message's payload; a malformed one is logged (which subject, what is wrong)
+    and dropped, so one bad publisher disturbs nobody else."""
+    try:
+        return decode(model, msg.data)
+    except ValidationError as exc:
+        logger.warning("ignoring malformed {} on {}: {}", model.__name__, msg.subject, exc)
+        return None
 
 
 async def request(

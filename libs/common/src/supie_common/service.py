@@ -22,8 +22,8 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from redis.asyncio import Redis
 
-from .bus import connect_nats
-from .contracts import ConfigUpdated, HealthPong, Queues, Subjects, decode, encode, new_id
+from .bus import connect_nats, parse
+from .contracts import ConfigUpdated, HealthPong, Queues, Subjects, encode, new_id
 from .logs import setup_logging
 from .settings import ConfigError, SupieSettings, load_settings
 from .store import connect_redis
@@ -142,10 +142,8 @@ class Service(Generic[S]):
         await msg.respond(encode(pong))
 
     async def _config_updated(self, msg: Msg) -> None:
-        try:
-            event = decode(ConfigUpdated, msg.data)
-        except Exception as exc:
-            logger.warning("ignoring malformed config.updated: {}", exc)
+        event = parse(ConfigUpdated, msg)
+        if event is None:
             return
         path = event.config_path or self.config_path
         try:

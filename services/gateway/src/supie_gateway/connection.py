@@ -13,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from loguru import logger
-from pydantic import ValidationError
+from supie_common.bus import parse
 from supie_common.contracts import (
     AsrOpenRequest,
     ConfigUpdated,
@@ -23,7 +23,6 @@ from supie_common.contracts import (
     ModeChanged,
     Subjects,
     Transcript,
-    decode,
     encode,
     new_id,
     now_ms,
@@ -586,10 +585,8 @@ class DeviceConnection:
 
     # -- bus -> device -------------------------------------------------------------------------
     async def _on_outbound(self, nats_msg: Any) -> None:
-        try:
-            out = decode(DeviceOutbound, nats_msg.data)
-        except ValidationError as exc:
-            logger.warning("malformed device outbound for {}: {}", self.device_id, exc)
+        out = parse(DeviceOutbound, nats_msg)
+        if out is None:
             return
         if out.message is not None:
             await self.send_json(out.message)
@@ -600,10 +597,8 @@ class DeviceConnection:
         await self.send_audio(nats_msg.data)
 
     async def _on_command(self, nats_msg: Any) -> None:
-        try:
-            cmd = decode(DeviceCommand, nats_msg.data)
-        except ValidationError as exc:
-            logger.warning("malformed device command for {}: {}", self.device_id, exc)
+        cmd = parse(DeviceCommand, nats_msg)
+        if cmd is None:
             return
         if cmd.command == "close_asr_stream":
             if cmd.meeting_id is None or cmd.meeting_id == self.meeting_id:

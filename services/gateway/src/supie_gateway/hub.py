@@ -12,12 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 from loguru import logger
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
+from supie_common.bus import parse
 from supie_common.contracts import (
     DeviceConnected,
     DeviceDisconnected,
     Subjects,
     Takeover,
-    decode,
     encode,
     new_id,
 )
@@ -235,10 +235,8 @@ class Hub:
         )
 
     async def _on_takeover(self, msg: Any) -> None:
-        try:
-            event = decode(Takeover, msg.data)
-        except Exception as exc:
-            logger.warning("malformed takeover event: {}", exc)
+        event = parse(Takeover, msg)
+        if event is None:
             return
         local = self.connections.get(event.device_id)
         if local is None or local.session_id == event.session_id:

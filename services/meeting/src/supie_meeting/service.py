@@ -22,7 +22,7 @@ from loguru import logger
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 from redis.asyncio import Redis
-from supie_common.bus import ensure_events_stream
+from supie_common.bus import ensure_events_stream, parse
 from supie_common.contracts import (
     ApiReply,
     DeviceCommand,
@@ -182,10 +182,8 @@ class MeetingService(Service[MeetingSettings]):
 
     # -- bus handlers --------------------------------------------------------------------------
     async def _on_mode_changed(self, msg: Msg) -> None:
-        try:
-            ev = decode(ModeChanged, msg.data)
-        except Exception as exc:
-            logger.warning("ignoring malformed mode.changed: {}", exc)
+        ev = parse(ModeChanged, msg)
+        if ev is None:
             return
         if ev.mode != "meeting":
             return
@@ -219,10 +217,8 @@ class MeetingService(Service[MeetingSettings]):
             await self._try_lease(m)
 
     async def _on_transcript(self, msg: Msg) -> None:
-        try:
-            t = decode(Transcript, msg.data)
-        except Exception as exc:
-            logger.warning("ignoring malformed meeting transcript: {}", exc)
+        t = parse(Transcript, msg)
+        if t is None:
             return
         if t.kind != "final" or not t.text.strip():
             return
@@ -240,10 +236,8 @@ class MeetingService(Service[MeetingSettings]):
             logger.debug("transcript for finalizing meeting {} ignored", m)
 
     async def _on_inbound(self, msg: Msg) -> None:
-        try:
-            inbound = decode(DeviceInbound, msg.data)
-        except Exception as exc:
-            logger.warning("ignoring malformed meeting inbound: {}", exc)
+        inbound = parse(DeviceInbound, msg)
+        if inbound is None:
             return
         message = inbound.message
         phase = message.get("phase")
