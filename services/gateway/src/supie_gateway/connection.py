@@ -477,6 +477,7 @@ class DeviceConnection:
             if previous == "meeting" and self.active_meeting:
                 await self._end_meeting()
             self.mode = mode
+            logger.info("device {} mode {} -> {} ({})", self.device_id, previous, mode, source)
             await self.send_json(ack)
             if mode == "meeting":
                 await self._start_meeting(previous)
@@ -495,6 +496,7 @@ class DeviceConnection:
             await self._end_meeting()
         else:
             await self._publish_mode("end", mode, None)
+        logger.info("device {} mode {} ended ({})", self.device_id, mode, source)
         self.mode = None
         self.meeting_id = None
         self.meeting_finalized = False
