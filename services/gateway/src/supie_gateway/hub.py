@@ -305,13 +305,13 @@ class Hub:
                 if conn.hard_warned_at is None:
                     if now - conn.last_inbound >= limit:
                         conn.hard_warned_at = now
-                        await conn.send_json(
-                            {
-                                "type": "system",
-                                "event": "timeout_warning",
-                                "message": TIMEOUT_WARNING_TEXT,
-                            }
-                        )
+                        # Spawned: one slow socket must not hold up the sweep of the others.
+                        warning = {
+                            "type": "system",
+                            "event": "timeout_warning",
+                            "message": TIMEOUT_WARNING_TEXT,
+                        }
+                        conn.spawn(conn.send_json(warning), "timeout-warning")
                 elif now - conn.hard_warned_at >= server.hard_close_wait_s:
                     logger.info(
                         "device {} closed: idle for {:.0f} s",
