@@ -69,10 +69,25 @@ def test_up_reports_ready_serves_healthz_and_stops_clean(tmp_path: Path) -> None
     assert (tmp_path / "data" / "valkey" / "appendonlydir").exists()  # AOF on
     assert (tmp_path / "data" / "nats" / "jetstream").exists()
 
+    # A crashed service is restarted by the supervisor.
+    gateway = next(p for p in descendants if "supie_gateway" in " ".join(p.cmdline()))
+    gateway.kill()
+    deadline = time.monotonic() + 30
+    healthy_again = False
+    while time.monotonic() < deadline and not healthy_again:
+        time.sleep(0.3)
+        try:
+            healthy_again = httpx.get(f"http://127.0.0.1:{http_port}/healthz").status_code == 200
+        except httpx.HTTPError:
+            pass
+    assert healthy_again, "the gateway was not restarted"
+    descendants = psutil.Process(proc.pid).children(recursive=True)
+
     proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == 0, out
     assert "[up] stopped" in out
+    assert "[up] gateway exited with -9; restarting" in out
     time.sleep(0.2)
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == [], f"left behind: {alive}"
