@@ -294,3 +294,18 @@ async def test_a_malformed_bus_message_disturbs_nothing(gateway, nc) -> None:
         assert (await dev.expect("stt", timeout=3))["text"] == "still here"
         await dev.send_text("ping")
         await dev.expect("pong", timeout=3)
+
+
+async def test_a_service_can_switch_the_device_mode(gateway, nc) -> None:
+    from supie_common.contracts import DeviceCommand
+
+    device = dev_id()
+    async with DeviceClient(gateway.ws_url, device) as dev:
+        await dev.hello()
+        await nc.publish(
+            Subjects.device_command(device),
+            encode(DeviceCommand(command="set_mode", mode="working")),
+        )
+        ack = await dev.expect("mode", timeout=3)
+        assert ack == {"type": "mode", "status": "ok", "state": "start", "mode": "working"}
+        await dev.expect("listen", timeout=3)

@@ -218,7 +218,7 @@ class DeviceOutbound(_Model):
 class DeviceCommand(_Model):
     """An instruction for the gateway that holds a device."""
 
-    command: Literal["close_asr_stream", "set_mode", "open_asr_stream"]
+    command: Literal["close_asr_stream", "set_mode"]
     mode: str | None = None
     meeting_id: str | None = None
     reason: str | None = None
