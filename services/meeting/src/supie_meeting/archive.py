@@ -135,19 +135,10 @@ class Archive:
 
     def remove_meeting(self, session_id: str) -> int:
         """Delete a meeting's main file and shards; failures are logged, never raised."""
-        removed = 0
         paths = [self.main_path(session_id)]
         if self.shards_dir.exists():
             paths += sorted(self.shards_dir.glob(f"{session_id}_shard_*.json"))
-        for path in paths:
-            try:
-                path.unlink()
-                removed += 1
-            except FileNotFoundError:
-                pass
-            except OSError as exc:
-                logger.warning("retention: cannot remove {}: {}", path.name, exc)
-        return removed
+        return sum(_remove_quietly(path) for path in paths)
 
     def sweep_orphans(self, min_age_s: float) -> int:
         """Remove main files and shards of meetings not in the index, older than ``min_age_s``
@@ -176,13 +167,22 @@ class Archive:
             try:
                 if path.stat().st_mtime > cutoff:
                     continue
-                path.unlink()
-                removed += 1
             except FileNotFoundError:
-                pass
-            except OSError as exc:
-                logger.warning("retention: cannot remove {}: {}", path.name, exc)
+                continue
+            removed += _remove_quietly(path)
         return removed
+
+
+def _remove_quietly(path: Path) -> bool:
+    """Retention tolerates failures: a file already gone is fine, others are logged."""
+    try:
+        path.unlink()
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        logger.warning("retention: cannot remove {}: {}", path.name, exc)
+        return False
+    return True
 
 
 class ArchiveReader:

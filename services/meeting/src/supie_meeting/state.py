@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from supie_common.store import K
 
 __all__ = ["MeetingKeys", "MeetingState", "AppendResult", "FinalizeBegin"]
 
 
 class MeetingKeys:
     ACTIVE = "supie:meetings:active"  # ids of meetings not yet finalized (scanned by replicas)
-    INDEX_LOCK = "supie:lock:meeting-index"
+    INDEX_LOCK = K.lock("meeting-index")
 
     @staticmethod
     def meta(m: str) -> str:
@@ -43,7 +44,7 @@ class MeetingKeys:
 
     @staticmethod
     def finalize_lock(m: str) -> str:
-        return f"supie:lock:meeting-finalize:{m}"
+        return K.lock(f"meeting-finalize:{m}")
 
     @staticmethod
     def dedup_prefix(m: str) -> str:
