@@ -43,10 +43,10 @@ if ! $PODMAN image exists python:3.11-slim; then
         trap - EXIT
     fi
     echo "base-images: podman import $ROOTFS_TAR as python:3.11-slim"
-    $PODMAN import \
+    $PODMAN import --quiet \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' \
-        --change 'ENV UV_NATIVE_TLS=1' \
+        --change 'ENV UV_SYSTEM_CERTS=1' \
         --change 'ENV LANG=C.UTF-8' \
         --change 'CMD ["python3"]' \
         "$ROOTFS_TAR" python:3.11-slim >/dev/null
