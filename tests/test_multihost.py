@@ -53,9 +53,11 @@ AT_FINALIZE = pytest.param(
     "finalize",
     marks=pytest.mark.xfail(
         strict=False,
-        reason="issue 11: a finalize taken by a meeting replica that dies before it persisted "
-        "anything is lost (the gateway publishes it fire-and-forget); durable finalize is being "
-        "built elsewhere",
+        reason="issue 11: the queue group hands a finalize to the meeting replica that is "
+        "killed before it acknowledged or persisted it; the gateway never retries, the other "
+        "replica takes the lease over and keeps the meeting active, so that badge never gets a "
+        "summary (2 of 4 meetings in one run here; 0 in others: it depends on which replica "
+        "each finalize reached)",
     ),
 )
 
@@ -284,7 +286,7 @@ async def test_meetings_survive_a_nats_leader_and_a_meeting_replica_dying(
             services["meeting-1"].kill()
         figures["meeting_replica_killed"] = f"meeting-1 {meeting_kill}"
         results = await asyncio.gather(
-            *(dev.expect("meeting", phase="summary", timeout=120) for dev in badges),
+            *(dev.expect("meeting", phase="summary", timeout=75) for dev in badges),
             return_exceptions=True,
         )
         missing = [
