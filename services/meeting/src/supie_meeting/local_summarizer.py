@@ -62,7 +62,8 @@ _EN_STOP = frozenset(
     thing things something one two lot bit kind sort need needs want make sure point today
     meeting meetings decided decide decision agreed approved risk risks risky concern concerns
     blocker blockers blocked worried delay delays next step steps follow action actions item items
-    responsible owner assigned please""".split()
+    responsible owner assigned please last first still yet much many every even back way time
+    times say said says week""".split()
 )
 # Function words, fillers and the cue words themselves: none of them makes a topic.
 _ZH_STOP = frozenset(
