@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: setup run test lint format bench compose-test
+.PHONY: setup run test test-slow lint format bench compose-test
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -14,7 +14,11 @@ run: setup
 	$(UV) run supie up
 
 test: setup
-	$(UV) run pytest
+	$(UV) run pytest -m "not slow"
+
+# The long end-to-end suites (crash matrix, outages, multi-host): CI runs them after `make test`.
+test-slow: setup
+	$(UV) run pytest -m slow
 
 lint: setup
 	$(UV) run ruff check .

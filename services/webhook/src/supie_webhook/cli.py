@@ -51,7 +51,7 @@ def _describe(entry: DeadLetter) -> dict[str, Any]:
 def _store(settings: WebhookSettings) -> DeadLetters:
     if not settings.redis.url:
         raise SystemExit("webhook: redis.url (SUPIE_REDIS__URL) is required for dead letters")
-    return DeadLetters(connect_redis(settings.redis.url), settings.meeting.webhook.dead_letter_key)
+    return DeadLetters(connect_redis(settings.redis.url), settings.webhook.dead_letter_key)
 
 
 async def list_dead_letters(settings: WebhookSettings, event_id: str | None = None) -> int:
@@ -83,7 +83,12 @@ async def _redeliver_one(
     try:
         body = webhook_body(entry.event)
         outcome = await deliverer.deliver(
-            section, endpoint, entry.webhook_id, body, event_id=entry.event.event_id
+            endpoint,
+            entry.webhook_id,
+            body,
+            event_id=entry.event.event_id,
+            timeout_s=section.timeout_s,
+            attempt_no=len(entry.attempts) + 1,
         )
         if outcome.ok:
             await store.resolve(entry.webhook_id)
@@ -108,7 +113,7 @@ async def redeliver(settings: WebhookSettings, event_id: str | None = None) -> i
         if not entries:
             print(json.dumps({"result": "none", "event_id": event_id}))
             return 1 if event_id else 0
-        deliverer = Deliverer(max_connections=settings.meeting.webhook.concurrency)
+        deliverer = Deliverer(max_connections=settings.webhook.concurrency)
         try:
             lines = await asyncio.gather(
                 *(_redeliver_one(store, deliverer, settings, e) for e in entries)

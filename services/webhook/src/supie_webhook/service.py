@@ -2,8 +2,14 @@
 
 Why pull + durable: an outage or restart of every replica only delays delivery (events wait in
 the stream), and replicas split the work by pulling from the same consumer. A message is acked
-only after each endpoint's outcome is in Redis (delivered marker or dead letter); while a long
-retry runs the message is kept "in progress" so JetStream does not hand it to another replica.
+only after each endpoint's outcome is in Redis (delivered marker or dead letter).
+
+Retries follow ``webhook.retry_schedule_s`` (default as Standard Webhooks / Svix: immediately,
+5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h): each delivery of the JetStream message is one attempt
+for every endpoint that does not have the event yet; a failure hands the message back with
+``nak(delay=<next>)``, so the schedule survives restarts and no process sleeps through it. After
+the last attempt the failed endpoints are dead-lettered. Every attempt and redelivery carries the
+same ``webhook-id``, so receivers deduplicate.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class WebhookService(Service[WebhookSettings]):
         self._slot_freed = asyncio.Event()
         self._pull_task: asyncio.Task[None] | None = None
         self.deliverer = Deliverer()
-        self._counts = {"ok": 0, "retry_ok": 0, "fail": 0, "skipped": 0}
+        self._counts = {"ok": 0, "retry_ok": 0, "retry": 0, "fail": 0, "skipped": 0}
 
     @property
     def section(self) -> WebhookSection:
@@ -53,7 +59,7 @@ class WebhookService(Service[WebhookSettings]):
         if self.redis is None:
             raise RuntimeError("webhook needs redis.url (SUPIE_REDIS__URL) for its dead letters")
         quiet_http_client_logs()
-        cfg = self.section
+        cfg = self.settings.webhook
         self.dead_letters = DeadLetters(self.redis, cfg.dead_letter_key)
         self.deliverer = Deliverer(max_connections=cfg.concurrency)
         js: JetStreamContext = self.nc.jetstream()
@@ -91,7 +97,11 @@ class WebhookService(Service[WebhookSettings]):
             logger.info("webhook endpoint {} ({})", endpoint_host(ep.url), signed)
 
     def health_detail(self) -> dict[str, Any]:
-        return {"inflight": len(self._inflight), "consumer": self.section.durable, **self._counts}
+        return {
+            "inflight": len(self._inflight),
+            "consumer": self.settings.webhook.durable,
+            **self._counts,
+        }
 
     async def on_stop(self) -> None:
         self._slot_freed.set()  # wake the pull loop if it waits for a free slot
@@ -124,7 +134,7 @@ class WebhookService(Service[WebhookSettings]):
             if not self.section.all_endpoints():
                 await asyncio.sleep(FETCH_TIMEOUT_S)  # leave events in the stream meanwhile
                 continue
-            free = self.section.concurrency - len(self._inflight)
+            free = self.settings.webhook.concurrency - len(self._inflight)
             if free <= 0:
                 # Bounded concurrency: pull only what can start now, so a pulled message never
                 # waits in our memory while its ack timer runs.
@@ -154,7 +164,7 @@ class WebhookService(Service[WebhookSettings]):
     async def _keep_in_progress(self, msg: Msg) -> None:
         """Reset the ack timer while retries run, so no other replica takes the event over."""
         while True:
-            await asyncio.sleep(max(self.section.ack_wait_s / 3, 0.5))
+            await asyncio.sleep(max(self.settings.webhook.ack_wait_s / 3, 0.5))
             try:
                 await msg.in_progress()
             except Exception as exc:
@@ -169,11 +179,16 @@ class WebhookService(Service[WebhookSettings]):
             await msg.term()
             return
         keeper = asyncio.create_task(self._keep_in_progress(msg))
+        schedule = self.settings.webhook.retry_schedule_s
+        attempt_no = max(1, msg.metadata.num_delivered)
+        # When the next attempt is due if this one fails; None: this is the last scheduled one.
+        next_in = schedule[attempt_no] if attempt_no < len(schedule) else None
         try:
             body = webhook_body(event)
             endpoints = self.section.all_endpoints()
             results = await asyncio.gather(
-                *(self._deliver_to(event, body, ep) for ep in endpoints), return_exceptions=True
+                *(self._deliver_to(event, body, ep, attempt_no, next_in) for ep in endpoints),
+                return_exceptions=True,
             )
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
@@ -185,7 +200,10 @@ class WebhookService(Service[WebhookSettings]):
                 )
                 await msg.nak(delay=5)
                 return
-            await msg.ack()
+            if all(results) or next_in is None:
+                await msg.ack()  # delivered everywhere, or dead-lettered where it was not
+            else:
+                await msg.nak(delay=next_in)  # the next attempt, on the schedule
         except asyncio.CancelledError:
             # Stopping mid-delivery: hand the event back at once rather than after ack_wait.
             await msg.nak()
@@ -193,24 +211,42 @@ class WebhookService(Service[WebhookSettings]):
         finally:
             keeper.cancel()
 
-    async def _deliver_to(self, event: MeetingFinalized, body: bytes, ep: WebhookEndpoint) -> None:
+    async def _deliver_to(
+        self,
+        event: MeetingFinalized,
+        body: bytes,
+        ep: WebhookEndpoint,
+        attempt_no: int,
+        next_in: float | None,
+    ) -> bool:
+        """One scheduled attempt for one endpoint; True when it is delivered (now or before)."""
         msg_id = webhook_id(event.event_id, ep.url)
         if await self.dead_letters.delivered(msg_id):
-            # A redelivered message (a replica died before its ack): already done for this one.
+            # A redelivered message: this endpoint already has it (another one may not).
             self._counts["skipped"] += 1
-            logger.info(
+            logger.debug(
                 "[Meeting Webhook] already delivered endpoint={} event={}",
                 endpoint_host(ep.url),
                 event.event_id,
             )
-            return
+            return True
         outcome = await self.deliverer.deliver(
-            self.section, ep, msg_id, body, event_id=event.event_id
+            ep,
+            msg_id,
+            body,
+            event_id=event.event_id,
+            timeout_s=self.section.timeout_s,
+            attempt_no=attempt_no,
+            next_in_s=next_in,
         )
         self._counts[outcome.result] += 1
         if outcome.ok:
             await self.dead_letters.resolve(msg_id)
-        else:
-            await self.dead_letters.record(
-                msg_id, ep.url, event, [a.as_dict() for a in outcome.attempts]
-            )
+            return True
+        attempt = outcome.attempts[-1].as_dict()
+        if next_in is not None:
+            await self.dead_letters.note_attempt(msg_id, attempt)
+            return False
+        attempts = [*await self.dead_letters.noted_attempts(msg_id), attempt]
+        await self.dead_letters.record(msg_id, ep.url, event, attempts)
+        return False
