@@ -21,6 +21,7 @@ import pytest
 import redis as redis_sync
 from supie_common.embedded import free_port
 
+from supie_cli.config_check import check_by_subprocess, check_configs, check_in_process
 from supie_cli.preflight import DataDirBusy, DataDirLock, PortClaim, busy_ports
 from supie_cli.supervisor import ExitHistory, error_summary
 
@@ -207,6 +208,19 @@ def test_exit_history_flags_three_exits_within_the_window() -> None:
     assert h.looping() and h.span_s() == 20.0
     h.record(200.0)  # the oldest two in the window are 10 and 20: 190 s apart
     assert not h.looping()
+
+
+@pytest.mark.parametrize("checker", [check_in_process, check_by_subprocess])
+async def test_both_config_checks_name_the_service_and_the_key(tmp_path: Path, checker) -> None:  # type: ignore[no-untyped-def]
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text("asr:\n  beam_size: wide\n")
+    env = _env()
+    problems = await check_configs(["gateway", "asr"], cfg, env, checker)
+    assert len(problems) == 1 and problems[0].startswith(
+        "asr: invalid configuration: asr.beam_size"
+    )
+    cfg.write_text("asr:\n  beam_size: 2\n")
+    assert await check_configs(["gateway", "asr"], cfg, env, checker) == []
 
 
 # -- refusals before anything starts ---------------------------------------------------------

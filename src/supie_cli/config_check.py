@@ -4,7 +4,8 @@ a bad ``asr.*`` value is a clear refusal at start, not a service restarting fore
 Two ways to ask a service whether it accepts the config: in this process, with the settings class
 of the service's ``config`` module, or by running ``python -m supie_<service> --check-config``
 (exit 0 = valid, 2 = invalid with the message on stderr), which also sees whatever the service
-itself checks beyond its settings class. :data:`CHECK` picks one."""
+itself checks beyond its settings class. :data:`CHECK` picks one; the in-process one stays for
+services without ``--check-config``."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ async def check_by_subprocess(service: str, config: Path, env: Mapping[str, str]
         "-m",
         f"supie_{service}",
         "--check-config",
+        str(config),
         env=dict(env),
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
@@ -68,8 +70,8 @@ async def check_by_subprocess(service: str, config: Path, env: Mapping[str, str]
     return text[-1] if text else f"--check-config exited with {proc.returncode}"
 
 
-#: Switch to :func:`check_by_subprocess` once every service has ``--check-config``.
-CHECK: Checker = check_in_process
+#: Each service's own ``--check-config``: it sees everything the service checks at start.
+CHECK: Checker = check_by_subprocess
 
 
 async def check_configs(
