@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
-from redis.exceptions import CrossSlotTransactionError
 from supie_common.store import K, Lease, Presence, connect_redis, once
 
 from tests.fixtures_cluster import ValkeyCluster
@@ -75,18 +74,12 @@ async def test_presence_heartbeats_and_lookups_on_a_cluster(cluster_redis) -> No
     assert (await presence.where(devices[0]))["session"] == "s-new"
 
 
-@pytest.mark.xfail(
-    strict=False,  # passes once the keys share a hash tag: then drop this marker
-    raises=CrossSlotTransactionError,
-    reason="Presence.unregister runs MULTI over supie:presence:<device> and "
-    "supie:group:<group>, which hash to different slots: redis-py refuses it "
-    "(CrossSlotTransactionError; the server would say CROSSSLOT). The keys need one hash tag, "
-    "or the two deletes must not share a transaction (store.py, outside the harness).",
-)
 async def test_presence_unregister_on_a_cluster(cluster_redis) -> None:  # type: ignore[no-untyped-def]
     presence = Presence(cluster_redis, ttl_s=30)
     device = "aa:bb:cc:dd:ee:99"
     await presence.register(device, "gw-1", "s-1", "grp-b")
+    await presence.unregister(device, "s-0-older", "grp-b")  # not ours any more: kept
+    assert (await presence.where(device))["session"] == "s-1"
     await presence.unregister(device, "s-1", "grp-b")
     assert await presence.where(device) == {}
     assert await presence.online_in_group("grp-b") == []

@@ -87,7 +87,13 @@ def clamp(value: int, low: int, high: int) -> int:
 
 
 class NatsSection(Section):
-    url: str | None = Field(default=None, description="external NATS; None = embedded server")
+    url: str | None = Field(
+        default=None,
+        description="external NATS (a cluster: comma-separated seed URLs); None = embedded",
+    )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of Supie's JetStream streams (3 on a cluster)"
+    )
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 5.0
     max_outage_s: float = Field(

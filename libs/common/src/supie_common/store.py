@@ -106,6 +106,12 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+_DELETE_IF_SESSION = """
+if redis.call('hget', KEYS[1], 'session') == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
 _RELEASE = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('del', KEYS[1])
@@ -180,13 +186,13 @@ class Presence:
         await pipe.execute()
 
     async def unregister(self, device_id: str, session_id: str, group_key: str) -> None:
-        """Remove the entry only if it still belongs to this session (a newer one may own it)."""
-        current = await self.redis.hget(K.presence(device_id), "session")
-        if current == session_id:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(K.presence(device_id))
-            pipe.zrem(K.group(group_key), device_id)
-            await pipe.execute()
+        """Remove the entry only if it still belongs to this session (a newer one may own it).
+
+        Two single-key steps, not one transaction: the presence hash and the group set hash to
+        different cluster slots. The compare-and-delete is atomic; the group entry left for a
+        moment is harmless (readers drop members whose heartbeat is older than the TTL)."""
+        if await self.redis.eval(_DELETE_IF_SESSION, 1, K.presence(device_id), session_id):
+            await self.redis.zrem(K.group(group_key), device_id)
 
     async def where(self, device_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(K.presence(device_id))

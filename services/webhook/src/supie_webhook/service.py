@@ -63,7 +63,7 @@ class WebhookService(Service[WebhookSettings]):
         self.dead_letters = DeadLetters(self.redis, cfg.dead_letter_key)
         self.deliverer = Deliverer(max_connections=cfg.concurrency)
         js: JetStreamContext = self.nc.jetstream()
-        await ensure_events_stream(js)
+        await ensure_events_stream(js, self.settings.nats.stream_replicas)
         consumer = ConsumerConfig(
             durable_name=cfg.durable,
             ack_policy=AckPolicy.EXPLICIT,
