@@ -63,7 +63,7 @@ def start_dispatcher(
         }
     )
     if concurrency:
-        env["SUPIE_MEETING__WEBHOOK__CONCURRENCY"] = str(concurrency)
+        env["SUPIE_WEBHOOK__CONCURRENCY"] = str(concurrency)
     with open(workdir / "webhook.log", "wb") as log:
         prof = ["-m", "cProfile", "-o", profile] if profile else []
         return subprocess.Popen(

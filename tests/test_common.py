@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ from pathlib import Path
 import pytest
 from loguru import logger
 from pydantic import ValidationError
-from supie_common.contracts import Subjects, Transcript, decode, device_token
+from supie_common.contracts import Transcript, decode, device_token
 from supie_common.files import append_line, read_json, write_json_atomic
 from supie_common.logs import setup_logging, truncate_middle
 from supie_common.protocol import FrameError, decode_frame, encode_frame, normalize_device_id
@@ -69,59 +68,53 @@ from loguru import logger
 from supie_common.logs import setup_logging
 from supie_common.settings import LogSection
 
+SINK_DELAY_S = 0.0005
 written = io.StringIO()
 
 class SlowSink:  # a slow disk or terminal
     def write(self, message):
-        time.sleep(0.0005)
+        time.sleep(SINK_DELAY_S)
         written.write(message)
 
 async def main():
     sink = setup_logging(LogSection(max_message_length=300), "probe", sink=SlowSink())
-    worst = 0.0
-    done = asyncio.Event()
-
-    async def watchdog():
-        nonlocal worst
-        while not done.is_set():
-            t0 = time.perf_counter()
-            await asyncio.sleep(0.005)
-            worst = max(worst, time.perf_counter() - t0 - 0.005)
+    in_calls = []
 
     async def writer(n):
         for i in range(200):
+            t0 = time.perf_counter()
             logger.info("task {} line {} {}", n, i, "y" * 1000)
+            in_calls.append(time.perf_counter() - t0)
             await asyncio.sleep(0)  # a task logs between other work
 
-    dog = asyncio.create_task(watchdog())
     await asyncio.gather(*(writer(n) for n in range(50)))
-    done.set()
-    await dog
     await logger.complete()
     logger.remove()
-    sink.drain(30)
+    sink.drain(60)
     lines = written.getvalue().splitlines()
-    print(json.dumps({"worst_ms": worst * 1000, "lines": len(lines),
-                      "longest": max(map(len, lines))}))
+    print(json.dumps({"in_calls_s": sum(in_calls), "sink_s": len(lines) * SINK_DELAY_S,
+                      "lines": len(lines), "longest": max(map(len, lines))}))
 
 asyncio.run(main())
 """
 
 
 def test_logging_never_blocks_the_event_loop() -> None:
-    """10,000 log calls from 50 concurrent tasks behind a slow sink: the loop never stalls for
-    more than 50 ms. Run in a fresh interpreter so other tests' loaded models and threads do not
-    add their own pauses to the figure."""
+    """10,000 log calls from 50 concurrent tasks behind a slow sink (0.5 ms per line): the
+    callers, i.e. the event loop, pay for queueing a line, never for writing it. Measured as the
+    time spent inside the log calls against the time the sink spent writing: a blocking sink makes
+    the two equal (ratio 1); ours keeps it a small fraction even on a loaded machine. Run in a
+    fresh interpreter so other tests' threads do not share its GIL."""
     out = subprocess.run(
         [sys.executable, "-c", _LOG_LAG_PROBE],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=True,
     )
     figures = json.loads(out.stdout.strip().splitlines()[-1])
-    assert figures["worst_ms"] < 50, figures
     assert figures["lines"] >= 10_000  # nothing dropped
+    assert figures["in_calls_s"] < 0.25 * figures["sink_s"], figures
     assert figures["longest"] < 450  # messages cut to max_message_length (+ the line prefix)
 
 
@@ -176,33 +169,3 @@ def test_device_id_normalisation_and_tokens() -> None:
 def test_malformed_payload_raises() -> None:
     with pytest.raises(ValidationError):
         decode(Transcript, b'{"device_id": "x"}')
-
-
-def test_every_subject_is_documented() -> None:
-    doc = (ROOT / "docs" / "subjects.md").read_text()
-    constants = [
-        v
-        for k, v in vars(Subjects).items()
-        if k.isupper() and isinstance(v, str) and v.startswith("supie.")
-    ]
-    builders = [
-        getattr(Subjects, k)("X") for k, v in vars(Subjects).items() if isinstance(v, staticmethod)
-    ]
-    for subject in constants + builders:
-        pattern = re.sub(r"\bX\b|\*", "<", subject).split("<")[0]
-        assert pattern in doc, f"{subject} missing from docs/subjects.md"
-
-
-def test_contract_models_serialise_compactly() -> None:
-    t = Transcript(
-        device_id="d",
-        session_id="s",
-        gateway_id="g",
-        stream_id="st",
-        utterance_id="u",
-        text="hi",
-        start_ms=0,
-        end_ms=10,
-    )
-    body = json.loads(t.model_dump_json())
-    assert body["text"] == "hi"

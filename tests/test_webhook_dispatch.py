@@ -61,9 +61,9 @@ class Dispatcher:
         env = {
             "SUPIE_MEETING__WEBHOOK__URL": url,
             "SUPIE_MEETING__WEBHOOK__SECRET": SECRET,
-            "SUPIE_MEETING__WEBHOOK__DURABLE": self.durable,
-            "SUPIE_MEETING__WEBHOOK__START_FROM": "new",
-            "SUPIE_MEETING__WEBHOOK__DEAD_LETTER_KEY": self.dead_key,
+            "SUPIE_WEBHOOK__DURABLE": self.durable,
+            "SUPIE_WEBHOOK__START_FROM": "new",
+            "SUPIE_WEBHOOK__DEAD_LETTER_KEY": self.dead_key,
             "SUPIE_MEETING__WEBHOOK__RETRY_BACKOFF_S": "[[0.1,0.2]]",
         }
         env.update(extra)
@@ -340,7 +340,7 @@ async def test_two_replicas_deliver_each_event_exactly_once(dispatcher: Dispatch
         return 200
 
     async with WebhookReceiver(slow) as rx:
-        env = dispatcher.env(rx.url, SUPIE_MEETING__WEBHOOK__CONCURRENCY="4")
+        env = dispatcher.env(rx.url, SUPIE_WEBHOOK__CONCURRENCY="4")
         a, b = await asyncio.gather(dispatcher.start(env), dispatcher.start(env))
         events = await dispatcher.publish(60)
         async with asyncio.timeout(30):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeVar
 
 import nats
@@ -15,31 +16,35 @@ from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from pydantic import BaseModel, ValidationError
 
-from .contracts import Subjects, decode, encode
+from .contracts import Streams, Subjects, decode, encode
+from .errors import BusError, BusTimeout
 
 __all__ = [
-    "parse",
     "BusError",
     "BusTimeout",
     "connect_nats",
     "ensure_events_stream",
     "ensure_stream",
+    "ensure_transcripts_stream",
+    "parse",
     "request",
 ]
 
 M = TypeVar("M", bound=BaseModel)
 
 
-class BusError(RuntimeError):
-    """A bus request failed (no service answered)."""
+async def connect_nats(
+    url: str,
+    name: str,
+    *,
+    connect_timeout_s: float = 5.0,
+    on_closed: Callable[[], None] | None = None,
+) -> NATS:
+    """Connect and keep reconnecting forever; state changes are logged once each.
 
-
-class BusTimeout(BusError, TimeoutError):
-    """A bus request got no reply in time."""
-
-
-async def connect_nats(url: str, name: str, *, connect_timeout_s: float = 5.0) -> NATS:
-    """Connect and keep reconnecting forever; state changes are logged once each."""
+    ``on_closed`` runs if the connection is ever closed for good (not by our own drain/close:
+    e.g. the server refused a protocol line), so the owner can exit and be restarted.
+    """
 
     async def on_error(exc: Exception) -> None:
         logger.warning("nats error ({}): {}", name, exc)
@@ -49,6 +54,10 @@ async def connect_nats(url: str, name: str, *, connect_timeout_s: float = 5.0) -
 
     async def on_reconnected() -> None:
         logger.info("nats reconnected ({})", name)
+
+    async def on_closed_cb() -> None:
+        if on_closed is not None:
+            on_closed()
 
     return await nats.connect(
         servers=[url],
@@ -60,6 +69,7 @@ async def connect_nats(url: str, name: str, *, connect_timeout_s: float = 5.0) -
         error_cb=on_error,
         disconnected_cb=on_disconnected,
         reconnected_cb=on_reconnected,
+        closed_cb=on_closed_cb,
     )
 
 
@@ -89,7 +99,13 @@ async def ensure_stream(
 
 
 async def ensure_events_stream(js: JetStreamContext) -> None:
-    await ensure_stream(js, Subjects.EVENTS_STREAM, [Subjects.EVENTS_ALL])
+    await ensure_stream(js, Streams.EVENTS, [Subjects.EVENTS_ALL])
+
+
+async def ensure_transcripts_stream(js: JetStreamContext) -> None:
+    """ASR finals and typed text on their way to the mode router: kept one hour (the router
+    acks each once routed; the rest is for replays after a crash)."""
+    await ensure_stream(js, Streams.TRANSCRIPTS, [Subjects.TRANSCRIPTS_ALL], max_age_s=3600)
 
 
 def parse(model: type[M], msg: Msg) -> M | None:

@@ -4,6 +4,11 @@ NATS + Redis connections, a health endpoint, live config reload, SIGTERM drain.
 A service subclasses :class:`Service`, implements :meth:`Service.on_start` (subscribe, start
 tasks via :meth:`Service.spawn`) and optionally :meth:`Service.on_stop` /
 :meth:`Service.on_config`, and runs with :func:`run_service`.
+
+Fail loudly, recover by restart: a service whose NATS connection is closed for good, or whose
+NATS or Redis has been unreachable for longer than ``nats.max_outage_s`` / ``redis.max_outage_s``,
+or whose critical loop died, stops and exits 1, so its supervisor (``supie up``, docker,
+systemd) restarts it, instead of living on broken. Shorter outages are ridden out.
 """
 
 from __future__ import annotations
@@ -13,7 +18,9 @@ import gc
 import os
 import signal
 import socket
-from collections.abc import Callable, Coroutine
+import sys
+import time
+from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
@@ -27,6 +34,7 @@ from .contracts import ConfigUpdated, HealthPong, Queues, Subjects, encode, new_
 from .logs import setup_logging
 from .settings import ConfigError, SupieSettings, load_settings
 from .store import connect_redis
+from .tasks import TaskSet
 
 __all__ = ["Service", "run_service", "changed_keys"]
 
@@ -60,18 +68,24 @@ class Service(Generic[S]):
         )
         self.nc: NATS = NATS()
         self.redis: Redis | None = None
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.tasks = TaskSet(self.name, on_fatal=self.fail)
         self._stopping = asyncio.Event()
+        self.fatal = asyncio.Event()
+        self.fatal_reason: str | None = None
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def start(self) -> None:
         nats_url = self.settings.nats.url or "nats://127.0.0.1:4222"
         self.nc = await connect_nats(
-            nats_url, self.instance_id, connect_timeout_s=self.settings.nats.connect_timeout_s
+            nats_url,
+            self.instance_id,
+            connect_timeout_s=self.settings.nats.connect_timeout_s,
+            on_closed=lambda: self.fail("the NATS connection was closed for good"),
         )
         if self.settings.redis.url:
             self.redis = connect_redis(self.settings.redis.url)
         await self.nc.subscribe(Subjects.CONFIG_UPDATED, cb=self._config_updated)
+        self.tasks.spawn(self._watch_connections(), "connection-watch", critical=True)
         await self.on_start()
         # Healthy only once the service actually takes work.
         await self.nc.subscribe(Subjects.health(self.name), queue=Queues.HEALTH, cb=self._health)
@@ -86,10 +100,7 @@ class Service(Generic[S]):
             await self.on_stop()
         except Exception:
             logger.exception("{} on_stop failed", self.name)
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.tasks.cancel_all()
         if self.nc.is_connected:
             try:
                 await asyncio.wait_for(self.nc.drain(), 5)
@@ -103,17 +114,51 @@ class Service(Generic[S]):
     def stopping(self) -> bool:
         return self._stopping.is_set()
 
-    def spawn(self, coro: Coroutine[Any, Any, Any], name: str | None = None) -> asyncio.Task[Any]:
-        """Start a task that is referenced until done and cancelled on shutdown."""
-        task = asyncio.create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-        return task
+    def spawn(
+        self,
+        coro: Coroutine[Any, Any, Any],
+        name: str | None = None,
+        *,
+        critical: bool = False,
+    ) -> asyncio.Task[Any]:
+        """Start a task owned until done and cancelled on shutdown. ``critical``: a loop the
+        service cannot work without; if it ends, the process exits 1 (and is restarted)."""
+        return self.tasks.spawn(
+            coro, name or str(getattr(coro, "__qualname__", "task")), critical=critical
+        )
 
-    def _task_done(self, task: asyncio.Task[Any]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.opt(exception=task.exception()).error("task {} failed", task.get_name())
+    def fail(self, reason: str) -> None:
+        """Something the service cannot recover from in-process: stop and exit 1."""
+        if self.fatal.is_set() or self.stopping:
+            return
+        self.fatal_reason = reason
+        logger.error("{} cannot go on: {}; exiting so that it is restarted", self.name, reason)
+        self.fatal.set()
+
+    async def _watch_connections(self) -> None:
+        """Exit (via :meth:`fail`) when NATS or Redis stays unreachable past its outage budget."""
+        nats_down_since: float | None = None
+        redis_down_since: float | None = None
+        while True:
+            await asyncio.sleep(1.0)
+            now = time.monotonic()
+            if self.nc.is_connected:
+                nats_down_since = None
+            else:
+                nats_down_since = nats_down_since or now
+                if now - nats_down_since > self.settings.nats.max_outage_s:
+                    self.fail(f"NATS unreachable for {now - nats_down_since:.0f} s")
+                    return
+            if self.redis is None:
+                continue
+            try:
+                await asyncio.wait_for(self.redis.ping(), 2.0)
+                redis_down_since = None
+            except Exception:
+                redis_down_since = redis_down_since or now
+                if now - redis_down_since > self.settings.redis.max_outage_s:
+                    self.fail(f"Redis unreachable for {now - redis_down_since:.0f} s")
+                    return
 
     # -- hooks ---------------------------------------------------------------------------------
     async def on_start(self) -> None:
@@ -147,7 +192,7 @@ class Service(Generic[S]):
             return
         path = event.config_path or self.config_path
         try:
-            new = load_settings(type(self.settings), path, **event.overrides)
+            new = load_settings(type(self.settings), path)
         except ConfigError as exc:
             logger.error("config reload rejected, keeping the previous config: {}", exc)
             return
@@ -166,35 +211,65 @@ def run_service(
     settings_cls: type[S],
     name: str,
     config_path: str | Path | None = None,
+    argv: Sequence[str] | None = None,
 ) -> None:
-    """Entry point: load settings once, configure logging once, run until SIGTERM/SIGINT."""
+    """Entry point: load settings once, configure logging once, run until SIGTERM/SIGINT.
+
+    Command line: ``[--check-config] [CONFIG_PATH]``. ``--check-config`` validates the
+    configuration and exits 0, or prints what is wrong (never a secret) and exits 2. Exits 1
+    when the service stopped because it could not go on (see :meth:`Service.fail`).
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    check_only = "--check-config" in args
+    args = [a for a in args if a != "--check-config"]
+    if config_path is None and args:
+        config_path = args[0]
     path = Path(config_path) if config_path else None
     try:
         settings = load_settings(settings_cls, path)
     except ConfigError as exc:
-        raise SystemExit(f"{name}: {exc}") from None
+        print(f"{name}: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    if check_only:
+        print(f"{name}: configuration ok", flush=True)
+        return
     setup_logging(settings.log, name)
     # With the default thresholds (700, 10, 10) a process holding thousands of live objects
     # (2,000 sockets) runs full collections every few seconds, each stalling the event loop for
     # ~300 ms (measured with bench/gateway_load.py: p99 270 ms -> 42 ms with these).
     gc.set_threshold(50_000, 50, 1000)
 
-    async def main() -> None:
+    async def main() -> int:
         service = factory(settings, path)
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        await service.start()
+        try:
+            await service.start()
+        except Exception as exc:
+            logger.opt(exception=exc).error("{} failed to start: {}", name, exc)
+            await service.stop()
+            return 1
         gc.collect()
         gc.freeze()  # start-up objects live as long as the process: out of every collection
-        await stop.wait()
+        stopped = asyncio.create_task(stop.wait())
+        fatal = asyncio.create_task(service.fatal.wait())
+        await asyncio.wait({stopped, fatal}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        fatal.cancel()
+        if service.fatal.is_set():
+            await service.stop()
+            return 1
         logger.info("{} got a stop signal, draining", name)
         await service.stop()
+        return 0
 
     try:
         import uvloop
     except ImportError:  # pragma: no cover - optional speed-up
-        asyncio.run(main())
+        code = asyncio.run(main())
     else:
-        uvloop.run(main())
+        code = uvloop.run(main())
+    if code:
+        raise SystemExit(code)

@@ -8,17 +8,27 @@ and loads it once at its entry point with :func:`load_settings`.
 from __future__ import annotations
 
 import contextvars
+import difflib
 import os
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from .errors import ConfigError
+
 __all__ = [
+    "KNOWN_SECTIONS",
+    "ArchiveSection",
+    "CodingSection",
     "ConfigError",
+    "DispatcherSection",
+    "Section",
+    "WorkflowSection",
+    "secret_value",
     "NatsSection",
     "RedisSection",
     "LogSection",
@@ -41,25 +51,58 @@ S = TypeVar("S", bound="SupieSettings")
 _yaml_path: contextvars.ContextVar[Path | None] = contextvars.ContextVar("_yaml_path", default=None)
 
 
-class ConfigError(ValueError):
-    """Invalid configuration; the message names every bad key."""
+# Every top-level key of the config file, across all services: a service validates the sections
+# it reads and skips the others, but a key no service knows is refused (a typo, most likely).
+KNOWN_SECTIONS = (
+    "data_dir",
+    "nats",
+    "redis",
+    "log",
+    "llm",
+    "llm_by_mode",
+    "server",
+    "asr",
+    "meeting",
+    "webhook",
+    "workflow",
+    "coding",
+    "console",
+    "services",
+)
+
+
+class Section(BaseModel):
+    """A config section: unknown keys are refused (``ws_prot: 9000`` must not pass silently)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+def secret_value(secret: SecretStr | None) -> str | None:
+    """The plain value of an optional secret (for the one place that uses it, never for logs)."""
+    return secret.get_secret_value() if secret is not None else None
 
 
 def clamp(value: int, low: int, high: int) -> int:
     return max(low, min(high, value))
 
 
-class NatsSection(BaseModel):
+class NatsSection(Section):
     url: str | None = Field(default=None, description="external NATS; None = embedded server")
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 5.0
+    max_outage_s: float = Field(
+        default=60.0, gt=0, description="disconnected longer than this: the process exits 1"
+    )
 
 
-class RedisSection(BaseModel):
+class RedisSection(Section):
     url: str | None = Field(default=None, description="external Redis; None = embedded Valkey")
+    max_outage_s: float = Field(
+        default=60.0, gt=0, description="unreachable longer than this: the process exits 1"
+    )
 
 
-class LogSection(BaseModel):
+class LogSection(Section):
     level: str = "INFO"
     max_message_length: int = Field(default=2000, ge=100)
     json_lines: bool = False
@@ -74,10 +117,15 @@ class LogSection(BaseModel):
         return v
 
 
-class AuthSection(BaseModel):
+class AuthSection(Section):
     enabled: bool = False
-    tokens: list[str] = Field(default_factory=list, description="static bearer tokens accepted")
-    auth_key: str | None = Field(default=None, description="HMAC key for <sig>.<ts> tokens")
+    tokens: list[SecretStr] = Field(default_factory=list, description="static bearer tokens")
+    auth_key: SecretStr | None = Field(default=None, description="HMAC key for <sig>.<ts> tokens")
+    ota_activation_secret: SecretStr | None = Field(
+        default=None,
+        description="with auth on, OTA mints a token only for allowed devices or requests that "
+        "carry this secret (header Activation-Secret)",
+    )
     expire_seconds: int = 30 * 24 * 3600
     allowed_devices: list[str] = Field(default_factory=list)
 
@@ -87,20 +135,42 @@ class AuthSection(BaseModel):
         return [d.strip().strip("'\"").lower() for d in v]
 
 
-class ServerSection(BaseModel):
+class ServerSection(Section):
     ip: str = "0.0.0.0"
     ws_port: int = Field(default=8004, ge=0, le=65535)
     http_port: int = Field(default=8003, ge=0, le=65535)
     websocket: str | None = Field(default=None, description="ws URL advertised by OTA")
     advertise_ip: str | None = None
-    api_token: str | None = Field(default=None, description="token for the HTTP API")
+    api_token: SecretStr | None = Field(default=None, description="token for the HTTP API")
     api_rate_limit: float = Field(default=10.0, description="requests/s per client; 0 disables")
     api_rate_burst: int = 20
-    secret: str | None = Field(default=None, description="secret for device update_config")
+    secret: SecretStr | None = Field(default=None, description="secret for device update_config")
     max_frame_bytes: int = Field(default=64 * 1024, ge=256)
-    hello_timeout_s: float = 10.0
-    ping_interval_s: float = 20.0
+    max_json_depth: int = Field(default=32, ge=2, le=256, description="deeper JSON is refused")
+    max_device_id_len: int = Field(
+        default=64, ge=8, le=256, description="longer Device-Id / Client-Id: 400 at the handshake"
+    )
+    http_max_body_bytes: int = Field(default=1 << 20, ge=1024, description="larger bodies: 413")
+    http_header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a client slower than this to send its request is cut off"
+    )
+    http_keepalive_s: float = Field(default=5.0, gt=0, description="idle keep-alive connections")
+    accept_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long the gateway retries handing a device message to its service "
+        "before the badge gets an UNAVAILABLE error",
+    )
+    ping_interval_s: float | None = Field(
+        default=20.0, description="WebSocket pings; null disables them (app-level ping still works)"
+    )
     ping_timeout_s: float = 50.0
+    app_keepalive_s: float = Field(
+        default=60.0,
+        ge=0,
+        description="send a harmless system keepalive when nothing went to the badge this long "
+        "(firmware drops its channel after 120 s without an incoming message); 0 disables",
+    )
     close_timeout_s: float = 5.0
     takeover_close_delay_s: float = 1.5
     presence_ttl_s: int = 30
@@ -132,16 +202,16 @@ class ServerSection(BaseModel):
     auth: AuthSection = Field(default_factory=AuthSection)
 
 
-class LlmProvider(BaseModel):
+class LlmProvider(Section):
     base_url: str
-    api_key: str | None = None
+    api_key: SecretStr | None = None
     model: str = "gpt-4o-mini"
     timeout_s: float = 20.0
     max_tokens: int = 800
     temperature: float = 0.2
 
 
-class LlmByMode(BaseModel):
+class LlmByMode(Section):
     default: str | None = None
     meeting: str | None = None
     coding: str | None = None
@@ -152,7 +222,7 @@ class LlmByMode(BaseModel):
         return getattr(self, purpose, None) or self.default
 
 
-class AsrSection(BaseModel):
+class AsrSection(Section):
     engine: str = "faster-whisper"
     model: str = Field(
         default="tiny.en",
@@ -313,13 +383,15 @@ class AsrSection(BaseModel):
         return self.device_languages[best] if best else self.language
 
 
-class WebhookEndpoint(BaseModel):
+class WebhookEndpoint(Section):
     url: str
-    secret: str | None = Field(default=None, description="None = requests are not signed")
-    previous_secrets: list[str] = Field(
+    secret: SecretStr | None = Field(default=None, description="None = requests are not signed")
+    previous_secrets: list[SecretStr] = Field(
         default_factory=list, description="rotation: also sign with these (webhook-signature)"
     )
-    headers: dict[str, str] = Field(default_factory=dict, description="extra request headers")
+    headers: dict[str, SecretStr] = Field(
+        default_factory=dict, description="extra request headers (values may be credentials)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -330,27 +402,28 @@ class WebhookEndpoint(BaseModel):
 
     def signing_secrets(self) -> list[str]:
         """Current secret first, then the previous ones (empty: unsigned)."""
-        return [self.secret, *self.previous_secrets] if self.secret else []
+        if self.secret is None:
+            return []
+        return [s.get_secret_value() for s in (self.secret, *self.previous_secrets)]
+
+    def header_values(self) -> dict[str, str]:
+        return {k: v.get_secret_value() for k, v in self.headers.items()}
 
 
-class WebhookSection(BaseModel):
+class WebhookSection(Section):
+    """``meeting.webhook``: where finalized meetings are delivered, and how they are signed."""
+
     url: str | None = None
-    secret: str | None = None
-    previous_secrets: list[str] = Field(default_factory=list, description="rotation: also sign")
-    headers: dict[str, str] = Field(default_factory=dict)
+    secret: SecretStr | None = None
+    previous_secrets: list[SecretStr] = Field(
+        default_factory=list, description="rotation: also sign"
+    )
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
     timeout_s: float = Field(default=5.0, gt=0, description="per attempt, whole request")
     retry_backoff_s: list[list[float]] = Field(
         default_factory=lambda: [[2.0, 5.0]], description="one [min,max] random backoff per retry"
     )
-    # Dispatcher internals (services/webhook).
-    durable: str = Field(default="webhook", description="JetStream consumer shared by replicas")
-    start_from: Literal["all", "new"] = Field(
-        default="all", description="where a newly created consumer starts in the events stream"
-    )
-    concurrency: int = Field(default=32, ge=1, description="events delivered at once per replica")
-    ack_wait_s: float = Field(default=30.0, ge=1, description="redelivery if a replica goes silent")
-    dead_letter_key: str = Field(default="supie:webhook:dead", description="Redis hash")
 
     @field_validator("url")
     @classmethod
@@ -375,14 +448,50 @@ class WebhookSection(BaseModel):
                 WebhookEndpoint(
                     url=self.url,
                     secret=self.secret,
-                    previous_secrets=self.previous_secrets,
+                    previous_secrets=list(self.previous_secrets),
                     headers=self.headers,
                 ),
             )
         return eps
 
 
-class MeetingSection(BaseModel):
+class DispatcherSection(Section):
+    """Top-level ``webhook``: the dispatcher's internals (services/webhook)."""
+
+    durable: str = Field(default="webhook", description="JetStream consumer shared by replicas")
+    start_from: Literal["all", "new"] = Field(
+        default="all", description="where a newly created consumer starts in the events stream"
+    )
+    concurrency: int = Field(default=32, ge=1, description="events delivered at once per replica")
+    ack_wait_s: float = Field(default=30.0, ge=1, description="redelivery if a replica goes silent")
+    dead_letter_key: str = Field(default="supie:webhook:dead", description="Redis hash")
+    retry_schedule_s: list[float] = Field(
+        default_factory=lambda: [0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0],
+        description="delay before each attempt (Standard Webhooks / Svix schedule); then the "
+        "dead letter",
+    )
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _schedule(cls, v: list[float]) -> list[float]:
+        if not v or any(d < 0 for d in v):
+            raise ValueError("expected a non-empty list of delays in seconds, each >= 0")
+        return v
+
+
+class ArchiveSection(Section):
+    """``meeting.archive``: where finalized meetings are kept."""
+
+    backend: Literal["files", "nats"] = Field(
+        default="files",
+        description="files: <data_dir>/meetings (one host); nats: JetStream Object Store + KV "
+        "(shared by every replica on every host)",
+    )
+    bucket: str = Field(default="supie_meetings", description="nats backend: bucket prefix")
+    replicas: int = Field(default=1, ge=1, le=5, description="nats backend: stream replicas")
+
+
+class MeetingSection(Section):
     disable_tts: bool = True
     prefer_device_vad: bool = True
     transcript_push_interval_ms: int = 5000
@@ -403,6 +512,28 @@ class MeetingSection(BaseModel):
     scan_interval_ms: int = Field(default=1000, ge=100, description="lease / stuck-finalize scan")
     state_ttl_s: int = Field(default=86400, ge=60, description="Redis state kept after finalize")
     orphan_sweep_min_age_s: int = Field(default=600, ge=0, description="unindexed file age")
+    archive_empty: bool = Field(
+        default=False, description="archive (and send the webhook of) meetings with no content"
+    )
+    abandon_after_s: float = Field(
+        default=600, gt=0, description="a meeting whose device is gone this long is finalized"
+    )
+    finalize_per_minute: int = Field(
+        default=10, ge=1, description="finalize requests accepted per device per minute"
+    )
+    summary_deadline_s: float = Field(
+        default=30.0, gt=0, description="an LLM summary slower than this falls back to local"
+    )
+    checkpoint_deadline_s: float = Field(
+        default=10.0, gt=0, description="an LLM checkpoint slower than this falls back to local"
+    )
+    redeliver_summary_s: float = Field(
+        default=3600,
+        ge=0,
+        description="a summary that never reached the badge is resent on "
+        "reconnect within this window",
+    )
+    archive: ArchiveSection = Field(default_factory=ArchiveSection)
     webhook: WebhookSection = Field(default_factory=WebhookSection)
 
     @property
@@ -412,6 +543,44 @@ class MeetingSection(BaseModel):
     @property
     def max_tokens(self) -> int:
         return clamp(self.llm_max_tokens, 256, 4000)
+
+
+class WorkflowSection(Section):
+    """``workflow``: working mode's shared task lists (SPEC §7)."""
+
+    device_groups: dict[str, str] = Field(
+        default_factory=dict, description="device id -> group key (default: device id[:8])"
+    )
+    device_alias: dict[str, str] = Field(
+        default_factory=dict, description="device id -> owner name used by assign"
+    )
+    snapshot_debounce_ms: int = Field(default=1500, ge=0)
+    idempotency_ttl_s: int = Field(default=24 * 3600, ge=60, description="requestId memory")
+    max_tasks_per_group: int = Field(default=500, ge=1)
+
+    def group_of(self, device_id: str) -> str:
+        """The device's group: configured, else the first 8 characters of its id."""
+        return self.device_groups.get(device_id) or device_id[:8]
+
+    def alias_of(self, device_id: str) -> str:
+        return self.device_alias.get(device_id) or device_id
+
+
+class CodingSection(Section):
+    """``coding``: build/test logs turned into insights (SPEC §8)."""
+
+    insight_enabled: bool = True
+    insight_debounce_ms: int = Field(default=1200, description="clamped >= 300")
+    per_message_max_len: int = Field(default=512, ge=32)
+    history_max_lines: int = Field(default=200, ge=10)
+    insight_max_chars: int = Field(default=1600, ge=200)
+    insight_max_items: int = Field(default=5, ge=1)
+    summary_max_items: int = Field(default=6, ge=1)
+    llm_timeout_s: float = Field(default=8.0, gt=0)
+
+    @property
+    def debounce_ms(self) -> int:
+        return max(300, self.insight_debounce_ms)
 
 
 class _YamlSource(PydanticBaseSettingsSource):
@@ -425,6 +594,11 @@ class _YamlSource(PydanticBaseSettingsSource):
             loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
             if not isinstance(loaded, dict):
                 raise ConfigError(f"{path}: expected a mapping of sections at the top level")
+            unknown = [str(k) for k in loaded if k not in KNOWN_SECTIONS]
+            if unknown:
+                raise ConfigError(
+                    f"{path}: " + "; ".join(_unknown_key(k, KNOWN_SECTIONS) for k in unknown)
+                )
             self._data = loaded
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
@@ -437,6 +611,8 @@ class _YamlSource(PydanticBaseSettingsSource):
 class SupieSettings(BaseSettings):
     """Sections every service needs. Services subclass it to add their own sections."""
 
+    # Top-level keys are checked against KNOWN_SECTIONS by the file source (a service skips the
+    # sections of other services); inside a section, unknown keys are errors (Section).
     model_config = SettingsConfigDict(
         env_prefix="SUPIE_", env_nested_delimiter="__", extra="ignore", validate_default=True
     )
@@ -464,11 +640,40 @@ def config_path_from_env() -> Path:
     return Path(os.environ.get("SUPIE_CONFIG", "config.yaml"))
 
 
-def _format_errors(err: ValidationError) -> str:
+def _unknown_key(key: str, known: tuple[str, ...] | list[str], prefix: str = "") -> str:
+    hint = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    where = f"{prefix}{key}"
+    return f"{where}: unknown key" + (f" (did you mean {prefix}{hint[0]}?)" if hint else "")
+
+
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The field names of the section a config error points into (for "did you mean")."""
+    current: Any = model
+    for part in loc:
+        fields = getattr(current, "model_fields", None)
+        if fields is None or part not in fields:
+            return []
+        annotation = fields[part].annotation
+        current = annotation if isinstance(annotation, type) else None
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _format_errors(err: ValidationError, model: type[BaseModel]) -> str:
+    """One line per bad key: where and why. Never the input value: it may be a secret."""
     lines = []
-    for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"]) or "<root>"
-        lines.append(f"{key}: {e['msg']} (got {e.get('input')!r})")
+    for e in err.errors(include_url=False, include_input=False):
+        loc = tuple(e["loc"])
+        key = ".".join(str(p) for p in loc) or "<root>"
+        if e["type"] == "extra_forbidden" and loc:
+            parent = ".".join(str(p) for p in loc[:-1])
+            lines.append(
+                _unknown_key(
+                    str(loc[-1]), _fields_at(model, loc[:-1]), f"{parent}." if parent else ""
+                )
+            )
+        else:
+            lines.append(f"{key}: {e['msg']}")
     return "invalid configuration: " + "; ".join(lines)
 
 
@@ -481,7 +686,7 @@ def load_settings(cls: type[S], path: str | Path | None = None, **overrides: Any
     try:
         return cls(**overrides)
     except ValidationError as err:
-        raise ConfigError(_format_errors(err)) from None
+        raise ConfigError(_format_errors(err, cls)) from None
     except yaml.YAMLError as err:
         raise ConfigError(f"config file is not valid YAML: {err}") from None
     finally:

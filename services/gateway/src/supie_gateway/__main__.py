@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import sys
-
 from supie_common.service import run_service
 
 from .config import GatewaySettings
@@ -15,7 +13,6 @@ def main() -> None:
         lambda s, p: GatewayService(s, p),
         GatewaySettings,
         "gateway",
-        sys.argv[1] if len(sys.argv) > 1 else None,
     )
 
 

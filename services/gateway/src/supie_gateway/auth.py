@@ -39,7 +39,7 @@ def check_device_auth(
     token = _strip_bearer(authorization)
     if not token:
         return "missing Authorization: Bearer <token>"
-    if any(hmac.compare_digest(token, t) for t in auth.tokens):
+    if any(hmac.compare_digest(token, t.get_secret_value()) for t in auth.tokens):
         return None
     if auth.auth_key and "." in token:
         sig, _, ts_text = token.rpartition(".")
@@ -47,6 +47,7 @@ def check_device_auth(
             ts = int(ts_text)
             if time.time() - ts > auth.expire_seconds:
                 return "token expired"
-            if hmac.compare_digest(sig, _sign(auth.auth_key, client_id, device_id, ts)):
+            key = auth.auth_key.get_secret_value()
+            if hmac.compare_digest(sig, _sign(key, client_id, device_id, ts)):
                 return None
     return "invalid token"

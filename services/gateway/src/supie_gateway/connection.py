@@ -28,6 +28,7 @@ from supie_common.contracts import (
     now_ms,
 )
 from supie_common.protocol import TYPE_JSON, FrameError, decode_frame, encode_frame
+from supie_common.settings import secret_value
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
@@ -337,7 +338,7 @@ class DeviceConnection:
         raw_content = msg.get("content")
         content: dict[str, Any] = raw_content if isinstance(raw_content, dict) else {}
         secret = content.get("secret", msg.get("secret"))
-        expected = self.settings.server.secret
+        expected = secret_value(self.settings.server.secret)
         if action not in ("update_config", "restart"):
             await self.send_json(
                 {

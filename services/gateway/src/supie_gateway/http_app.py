@@ -20,6 +20,7 @@ from supie_common.contracts import (
     Subjects,
 )
 from supie_common.protocol import normalize_device_id
+from supie_common.settings import secret_value
 
 from .auth import mint_token
 
@@ -73,7 +74,7 @@ def build_app(svc: GatewayService) -> FastAPI:
 
     def guard(req: Request) -> JSONResponse | None:
         """Token auth (401) then per-client rate limit (429) for the API routes."""
-        token = svc.settings.server.api_token
+        token = secret_value(svc.settings.server.api_token)
         if token:
             given = req.headers.get("X-API-Token") or req.query_params.get("token")
             auth = req.headers.get("Authorization", "")
@@ -139,7 +140,7 @@ def build_app(svc: GatewayService) -> FastAPI:
         ws_url = server.websocket or f"ws://{host}:{svc.ws_port}{path}"
         token = ""
         if server.auth.enabled and server.auth.auth_key and device_id:
-            token = mint_token(server.auth.auth_key, client_id, device_id)
+            token = mint_token(server.auth.auth_key.get_secret_value(), client_id, device_id)
         return JSONResponse(
             {
                 "server_time": {

@@ -69,7 +69,7 @@ class LlmClients:
             return cached[1]
         headers = {"Content-Type": "application/json"}
         if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key}"
+            headers["Authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
         client = httpx.AsyncClient(base_url=provider.base_url.rstrip("/"), headers=headers)
         self._clients[alias] = (provider, client)
         return client

@@ -30,7 +30,6 @@ from supie_common.contracts import (
     DeviceOutbound,
     MeetingApiRequest,
     MeetingFinalized,
-    MeetingFinalizeRequest,
     ModeChanged,
     Queues,
     Subjects,
@@ -136,7 +135,6 @@ class MeetingService(Service[MeetingSettings]):
         await self.nc.subscribe(Subjects.MEETING_TRANSCRIPT, queue=q, cb=self._on_transcript)
         await self.nc.subscribe(Subjects.MEETING_INBOUND, queue=q, cb=self._on_inbound)
         await self.nc.subscribe(Subjects.MEETING_API, queue=q, cb=self._on_api)
-        await self.nc.subscribe(Subjects.MEETING_FINALIZE, queue=q, cb=self._on_finalize_request)
         self.spawn(self._scanner(), name="meeting-scanner")
         self.spawn(self._sweeper(), name="meeting-retention-sweep")
 
@@ -239,7 +237,9 @@ class MeetingService(Service[MeetingSettings]):
         inbound = parse(DeviceInbound, msg)
         if inbound is None:
             return
-        message = inbound.message
+        # Transitional: the typed message as the dict this code was written for (issue 10
+        # rewrites this service on the typed models).
+        message = inbound.message.model_dump(by_alias=True, exclude_none=True)
         phase = message.get("phase")
         device = inbound.device_id
         if phase == "snippet":
@@ -248,9 +248,7 @@ class MeetingService(Service[MeetingSettings]):
             # Its own task: a burst of finalizes must not queue each ACK behind the previous
             # one's Redis round trips (snippets before it on this replica are already stored).
             source = str(message.get("source") or "device")[:32]
-            self.spawn(
-                self._device_finalize(device, inbound.meeting_id, source), name="finalize-ack"
-            )
+            self.spawn(self._device_finalize(device, None, source), name="finalize-ack")
         else:
             await self._send(
                 device, _error("SCHEMA_INVALID", 'phase: expected "snippet" or "finalize"')
@@ -276,25 +274,14 @@ class MeetingService(Service[MeetingSettings]):
                 reply = ApiReply(status=500, success=False, error="internal error")
         await msg.respond(encode(reply))
 
-    async def _on_finalize_request(self, msg: Msg) -> None:
-        async def answer() -> None:
-            try:
-                req = decode(MeetingFinalizeRequest, msg.data)
-                reply = await self._api_finalize(
-                    {"sessionId": req.session_id, "deviceId": req.device_id}
-                )
-            except Exception as exc:
-                reply = ApiReply(status=400, success=False, error=str(exc)[:300])
-            await msg.respond(encode(reply))
-
-        self.spawn(answer())
-
     # -- snippets ------------------------------------------------------------------------------
     async def _snippet(self, inbound: DeviceInbound) -> None:
         cfg = self.settings.meeting
         device = inbound.device_id
         try:
-            items = validate_snippet(inbound.message, cfg.snippet_max_bytes)
+            items = validate_snippet(
+                inbound.message.model_dump(by_alias=True, exclude_none=True), cfg.snippet_max_bytes
+            )
         except SchemaInvalid as exc:
             await self._send(device, _error("SCHEMA_INVALID", str(exc)))
             return
@@ -312,7 +299,7 @@ class MeetingService(Service[MeetingSettings]):
                 _error("RATE_LIMITED", f"more than {cfg.snippets_per_second} snippets/s; dropped"),
             )
             return
-        m = await self._resolve_meeting(device, inbound.meeting_id)
+        m = await self._resolve_meeting(device, None)
         segs = [
             {"ts": now, "text": it.text, "speakerId": it.speaker_id or device[:8], "tag": it.tag}
             for it in items[:allowed]

@@ -17,7 +17,7 @@ def _factory(settings: WebhookSettings, path: Path | None) -> WebhookService:
 
 
 def main() -> None:
-    if len(sys.argv) > 1:
+    if len(sys.argv) > 1 and sys.argv[1] != "--check-config":
         sys.exit(cli_main(sys.argv[1:]))
     run_service(_factory, WebhookSettings, "webhook")
 

@@ -51,7 +51,7 @@ def _describe(entry: DeadLetter) -> dict[str, Any]:
 def _store(settings: WebhookSettings) -> DeadLetters:
     if not settings.redis.url:
         raise SystemExit("webhook: redis.url (SUPIE_REDIS__URL) is required for dead letters")
-    return DeadLetters(connect_redis(settings.redis.url), settings.meeting.webhook.dead_letter_key)
+    return DeadLetters(connect_redis(settings.redis.url), settings.webhook.dead_letter_key)
 
 
 async def list_dead_letters(settings: WebhookSettings, event_id: str | None = None) -> int:
@@ -108,7 +108,7 @@ async def redeliver(settings: WebhookSettings, event_id: str | None = None) -> i
         if not entries:
             print(json.dumps({"result": "none", "event_id": event_id}))
             return 1 if event_id else 0
-        deliverer = Deliverer(max_connections=settings.meeting.webhook.concurrency)
+        deliverer = Deliverer(max_connections=settings.webhook.concurrency)
         try:
             lines = await asyncio.gather(
                 *(_redeliver_one(store, deliverer, settings, e) for e in entries)

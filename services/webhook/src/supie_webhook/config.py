@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from pydantic import Field
-from supie_common.settings import MeetingSection, SupieSettings
+from supie_common.settings import DispatcherSection, MeetingSection, SupieSettings
 
 __all__ = ["WebhookSettings"]
 
 
 class WebhookSettings(SupieSettings):
     meeting: MeetingSection = Field(default_factory=MeetingSection)
+    webhook: DispatcherSection = Field(default_factory=DispatcherSection)

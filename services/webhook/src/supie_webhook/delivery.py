@@ -99,7 +99,7 @@ class Deliverer:
         self, endpoint: WebhookEndpoint, msg_id: str, body: bytes, timeout_s: float
     ) -> Attempt:
         # Extra headers first, so configuration can never replace a signature header.
-        headers = dict(endpoint.headers)
+        headers = endpoint.header_values()
         headers.update(sign_headers(body, endpoint.signing_secrets(), msg_id))
         started = time.monotonic()
         at = now_ms()

@@ -17,7 +17,7 @@ def webhook_body(event: MeetingFinalized) -> bytes:
         {
             "sessionId": event.session_id,
             "deviceId": event.device_id,
-            "summary": event.summary,
+            "summary": event.summary.model_dump(by_alias=True),
             "metrics": event.metrics,
             "durationMs": event.duration_ms,
         }

@@ -53,7 +53,7 @@ class WebhookService(Service[WebhookSettings]):
         if self.redis is None:
             raise RuntimeError("webhook needs redis.url (SUPIE_REDIS__URL) for its dead letters")
         quiet_http_client_logs()
-        cfg = self.section
+        cfg = self.settings.webhook
         self.dead_letters = DeadLetters(self.redis, cfg.dead_letter_key)
         self.deliverer = Deliverer(max_connections=cfg.concurrency)
         js: JetStreamContext = self.nc.jetstream()
@@ -91,7 +91,11 @@ class WebhookService(Service[WebhookSettings]):
             logger.info("webhook endpoint {} ({})", endpoint_host(ep.url), signed)
 
     def health_detail(self) -> dict[str, Any]:
-        return {"inflight": len(self._inflight), "consumer": self.section.durable, **self._counts}
+        return {
+            "inflight": len(self._inflight),
+            "consumer": self.settings.webhook.durable,
+            **self._counts,
+        }
 
     async def on_stop(self) -> None:
         self._slot_freed.set()  # wake the pull loop if it waits for a free slot
@@ -124,7 +128,7 @@ class WebhookService(Service[WebhookSettings]):
             if not self.section.all_endpoints():
                 await asyncio.sleep(FETCH_TIMEOUT_S)  # leave events in the stream meanwhile
                 continue
-            free = self.section.concurrency - len(self._inflight)
+            free = self.settings.webhook.concurrency - len(self._inflight)
             if free <= 0:
                 # Bounded concurrency: pull only what can start now, so a pulled message never
                 # waits in our memory while its ack timer runs.
@@ -154,7 +158,7 @@ class WebhookService(Service[WebhookSettings]):
     async def _keep_in_progress(self, msg: Msg) -> None:
         """Reset the ack timer while retries run, so no other replica takes the event over."""
         while True:
-            await asyncio.sleep(max(self.section.ack_wait_s / 3, 0.5))
+            await asyncio.sleep(max(self.settings.webhook.ack_wait_s / 3, 0.5))
             try:
                 await msg.in_progress()
             except Exception as exc:
