@@ -264,11 +264,19 @@ class AsrSection(Section):
     )
     compression_ratio_threshold: float = Field(default=2.4, gt=1)
     log_prob_threshold: float = -1.0
-    no_speech_threshold: float = Field(default=0.6, gt=0, le=1)
+    no_speech_threshold: float = Field(
+        default=0.6, gt=0, le=1, description="no speech when above this and log_prob too low"
+    )
+    no_speech_alone_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="no speech when above this, however probable"
+    )
     compute_type: str = "int8"
     cpu_threads: int = 2
     num_workers: int = 1
-    beam_size: int = Field(default=1, ge=1)
+    beam_size: int = Field(default=1, ge=1, description="beam of an English-only model")
+    multilingual_beam_size: int = Field(
+        default=5, ge=1, description="beam of a multilingual model (greedy loops on Mandarin)"
+    )
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_silence_ms: int = Field(default=500, ge=50)
     speech_pad_ms: int = Field(default=100, ge=0)
@@ -283,7 +291,7 @@ class AsrSection(Section):
         default=200, ge=0, description="extra audio either side of an utterance given to whisper"
     )
     min_context_s: float = Field(
-        default=30.0,
+        default=10.0,
         ge=3.0,
         le=30.0,
         description="shortest encoder window; whisper pads to 30 s, shorter is faster",

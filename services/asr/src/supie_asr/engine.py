@@ -11,6 +11,7 @@ import time
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from difflib import SequenceMatcher
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 AUTO = "auto"
+_CONTEXT_BUCKETS = (4, 8, 16, 32, 64, 128, 223)  # previous-text lengths, tokens (223: whisper's)
 _CHINESE = ("zh", "yue")
 
 
@@ -63,6 +65,7 @@ class AsrEngine(ABC):
 
     name = "engine"
     multilingual = False
+    language_codes: frozenset[str] = frozenset({"en"})
 
     @abstractmethod
     def transcribe_batch(self, requests: Sequence[Request]) -> list[EngineResult]:
@@ -160,7 +163,11 @@ class FasterWhisperEngine(AsrEngine):
         prompt: list[int] = []
         if text:
             previous = tokenizer.encode(" " + text)
-            prompt = [tokenizer.sot_prev, *previous[-(self.model.max_length // 2 - 1) :]]
+            # cut to a few fixed lengths so that utterances of different streams still share
+            # decoder calls (see transcribe_batch); the most recent text is kept
+            keep = max((b for b in _CONTEXT_BUCKETS if b <= len(previous)), default=0)
+            if keep:
+                prompt = [tokenizer.sot_prev, *previous[len(previous) - keep :]]
         return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps]
 
     # -- decoding ------------------------------------------------------------------------------
@@ -183,23 +190,34 @@ class FasterWhisperEngine(AsrEngine):
         longest_s = max(len(r.audio) for r in requests) / 16000
         max_new = int(min(self.model.max_length // 2, 16 + 15 * longest_s))
         attempts: list[list[_Attempt]] = [[] for _ in requests]
-        todo = list(range(len(requests)))
         encoded_np: np.ndarray | None = None
-        for temperature in self.cfg.temperatures:
-            if not todo:
-                break
-            if len(todo) == len(requests):
-                sub = encoded
-            else:
-                if encoded_np is None:
-                    encoded_np = np.asarray(encoded)
-                sub = self._ct2.StorageView.from_array(np.ascontiguousarray(encoded_np[todo]))
-            done = self._generate(
-                sub, [prompts[i] for i in todo], [tokenizers[i] for i in todo], max_new, temperature
-            )
-            for i, attempt in zip(todo, done, strict=True):
-                attempts[i].append(attempt)
-            todo = [i for i in todo if self._needs_fallback(attempts[i][-1])]
+        # CTranslate2 decodes a batch together only when <|startoftranscript|> sits at the
+        # same place in every prompt: one decoder call per previous-text length
+        groups: dict[int, list[int]] = {}
+        for i, prompt in enumerate(prompts):
+            groups.setdefault(prompt.index(tokenizers[i].sot), []).append(i)
+        for group in groups.values():
+            todo = group
+            for temperature in self.cfg.temperatures:
+                if not todo:
+                    break
+                if len(todo) == len(requests):
+                    sub = encoded
+                else:
+                    if encoded_np is None:
+                        encoded_np = np.asarray(encoded)
+                    rows = np.ascontiguousarray(encoded_np[todo])
+                    sub = self._ct2.StorageView.from_array(rows)
+                done = self._generate(
+                    sub,
+                    [prompts[i] for i in todo],
+                    [tokenizers[i] for i in todo],
+                    max_new,
+                    temperature,
+                )
+                for i, attempt in zip(todo, done, strict=True):
+                    attempts[i].append(attempt)
+                todo = [i for i in todo if self._needs_fallback(attempts[i][-1])]
         share = int((time.perf_counter() - started) * 1000 / len(requests))
         return [
             self._result(attempts[i], languages[i], tokenizers[i], share)
@@ -224,7 +242,8 @@ class FasterWhisperEngine(AsrEngine):
                 "sampling_temperature": temperature,
             }
         else:
-            kwargs = {"beam_size": self.cfg.beam_size}
+            beam = self.cfg.multilingual_beam_size if self.multilingual else self.cfg.beam_size
+            kwargs = {"beam_size": beam}
         longest_prompt = max(len(p) for p in prompts)
         results = self.model.model.generate(
             encoded,
@@ -254,7 +273,9 @@ class FasterWhisperEngine(AsrEngine):
         return out
 
     def _is_silence(self, a: _Attempt) -> bool:
-        return (
+        # whisper's rule, plus: near-certain no-speech is silence even when the decoder is sure
+        # of its words (the classic "you" / "Thank you." on an empty window)
+        return a.no_speech_prob > self.cfg.no_speech_alone_threshold or (
             a.no_speech_prob > self.cfg.no_speech_threshold
             and a.avg_logprob < self.cfg.log_prob_threshold
         )
@@ -288,9 +309,7 @@ class FasterWhisperEngine(AsrEngine):
             if len(kept) < len(chosen.tokens):
                 trimmed = True
                 text = tokenizer.decode(kept).strip()
-            primer = self.cfg.initial_prompts.get(language, "").strip()
-            if primer and _same_text(text, primer):
-                text = ""  # whisper echoing its primer is a known hallucination on noise
+            text = _without_primer(text, self.cfg.initial_prompts.get(language, ""))
         if language in _CHINESE:
             text = to_script(text, self.cfg.chinese_script)
         return EngineResult(
@@ -329,11 +348,23 @@ class FasterWhisperEngine(AsrEngine):
         return np.ascontiguousarray(feats, dtype=np.float32)
 
 
-def _same_text(a: str, b: str) -> bool:
-    def bare(s: str) -> str:
-        return "".join(ch for ch in s if ch.isalnum()).lower()
+def _bare(text: str) -> str:
+    return "".join(ch for ch in text if ch.isalnum()).lower()
 
-    return bool(bare(a)) and bare(a) == bare(b)
+
+def _without_primer(text: str, primer: str) -> str:
+    """Whisper echoing its primer ("以下是普通话的句子。") is a known hallucination on unclear
+    audio: the echo goes, with or without its final punctuation."""
+    primer = primer.strip()
+    if not primer or not text:
+        return text
+    bare_text, bare_primer = _bare(text), _bare(primer)
+    if bare_text and SequenceMatcher(None, bare_text, bare_primer).ratio() >= 0.75:
+        return ""  # all of it is (nearly) the primer
+    for echo in (primer, primer.rstrip("。.!?！？")):
+        if echo and echo in text:
+            return " ".join(text.replace(echo, " ").split()).strip(" ，,。")
+    return text
 
 
 def create_engine(cfg: AsrSection, model: str, models_dir: Path) -> AsrEngine:
