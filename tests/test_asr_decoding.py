@@ -36,6 +36,9 @@ def test_a_primer_echo_is_removed() -> None:
     primer = "以下是普通话的句子。"
     assert _without_primer("以下是普通话的句子。", primer) == ""
     assert _without_primer("以下是普通的句子", primer) == ""  # nearly the primer
-    assert _without_primer("新版本计划在月底发布。以下是普通话的句子。", primer) == "新版本计划在月底发布"
+    assert (
+        _without_primer("新版本计划在月底发布。以下是普通话的句子。", primer)
+        == "新版本计划在月底发布"
+    )
     assert _without_primer("我们决定下周一开始测试。", primer) == "我们决定下周一开始测试。"
     assert _without_primer("hello", "") == "hello"

@@ -176,9 +176,7 @@ async def test_a_chinese_and_an_english_badge_on_one_stack(
 def test_language_for_a_device() -> None:
     from supie_common.settings import AsrSection
 
-    cfg = AsrSection(
-        language="zh", device_languages={"AA:BB:": "en", "aa:bb:cc:dd:ee:ff": "auto"}
-    )
+    cfg = AsrSection(language="zh", device_languages={"AA:BB:": "en", "aa:bb:cc:dd:ee:ff": "auto"})
     assert cfg.language_for("11:22:33:44:55:66") == "zh"  # the default
     assert cfg.language_for("aa:bb:01:02:03:04") == "en"  # prefix, case-insensitive
     assert cfg.language_for("AA:BB:CC:DD:EE:FF") == "auto"  # exact id beats the prefix

@@ -82,9 +82,7 @@ def test_mandarin_with_the_multilingual_model_is_simplified_chinese(base: AsrEng
 
 
 def test_traditional_script_on_request(models_dir: Path) -> None:
-    eng = create_engine(
-        AsrSection(cpu_threads=2, chinese_script="traditional"), "base", models_dir
-    )
+    eng = create_engine(AsrSection(cpu_threads=2, chinese_script="traditional"), "base", models_dir)
     audios, _ = sentence_audio("zh")
     text = " ".join(r.text for r in eng.transcribe_batch([Request(a, "zh") for a in audios[:4]]))
     assert has_cjk(text) and to_simplified(text) != text

@@ -76,9 +76,7 @@ def test_which_model_serves_which_language() -> None:
 def test_chinese_with_only_an_english_model_is_refused_at_start(tmp_path: Path) -> None:
     config = tmp_path / "config.yaml"
     config.write_text(
-        yaml.safe_dump(
-            {"asr": {"multilingual_model": None, "device_languages": {"aa:bb": "zh"}}}
-        ),
+        yaml.safe_dump({"asr": {"multilingual_model": None, "device_languages": {"aa:bb": "zh"}}}),
         encoding="utf-8",
     )
     with pytest.raises(ConfigError) as err:
