@@ -308,7 +308,7 @@ async def run(use_gateway: bool, threads: int, language: str) -> dict[str, Any]:
                     await asyncio.sleep(delay)
                 await send(packet)
                 sent_at[i] = time.monotonic()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 10 + len(clip.pcm) / 16000
             # two different sources append to arrivals; polling is simplest
             while len(arrivals) < len(clip.sentences) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
@@ -322,6 +322,7 @@ async def run(use_gateway: bool, threads: int, language: str) -> dict[str, Any]:
             await asyncio.sleep(0.3)
             refs.append(" ".join(clip.sentences))
             hyps.append(" ".join(t.text for t in finals[before:]))
+            print(f"{clip.name}: {hyps[-1]}", file=sys.stderr)
             audio_ms += len(clip.pcm) // 16
         compute_ms = sum(t.compute_ms for t in finals)
         utter_ms = sum(t.audio_ms for t in finals)

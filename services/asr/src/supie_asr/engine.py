@@ -155,19 +155,23 @@ class FasterWhisperEngine(AsrEngine):
         return self._suppress
 
     def _prompt(self, tokenizer: Any, language: str, context: str) -> list[int]:
-        """As ``transcribe()`` builds it: previous text (initial prompt + what the stream said
-        before) after ``<|startofprev|>``, at most half the decoder's window, then the
-        start-of-transcript sequence without timestamps."""
-        primer = self.cfg.initial_prompts.get(language, "")
-        text = " ".join(p for p in (primer.strip(), context.strip()) if p)
-        prompt: list[int] = []
-        if text:
-            previous = tokenizer.encode(" " + text)
-            # cut to a few fixed lengths so that utterances of different streams still share
-            # decoder calls (see transcribe_batch); the most recent text is kept
-            keep = max((b for b in _CONTEXT_BUCKETS if b <= len(previous)), default=0)
-            if keep:
-                prompt = [tokenizer.sot_prev, *previous[len(previous) - keep :]]
+        """As ``transcribe()`` builds it: previous text (the language's initial prompt, then
+        what the stream said before) after ``<|startofprev|>``, at most half the decoder's
+        window, then the start-of-transcript sequence without timestamps.
+
+        The initial prompt is kept whole; the stream's text is cut (oldest first) so that the
+        whole previous text is one of a few fixed lengths: CTranslate2 decodes a batch together
+        only when <|startoftranscript|> sits at the same place in every prompt, so streams that
+        have said enough share decoder calls."""
+        limit = self.model.max_length // 2 - 1
+        primer_text = self.cfg.initial_prompts.get(language, "").strip()
+        primer = tokenizer.encode(" " + primer_text)[:limit] if primer_text else []
+        said = tokenizer.encode(" " + context.strip()) if context.strip() else []
+        total = len(primer) + len(said)
+        fits = [b for b in _CONTEXT_BUCKETS if len(primer) <= b <= min(total, limit)]
+        keep = max(fits) - len(primer) if fits else 0
+        previous = [*primer, *said[len(said) - keep :]] if keep else primer
+        prompt = [tokenizer.sot_prev, *previous] if previous else []
         return [*prompt, *tokenizer.sot_sequence, tokenizer.no_timestamps]
 
     # -- decoding ------------------------------------------------------------------------------
