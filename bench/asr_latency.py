@@ -312,8 +312,14 @@ async def run(use_gateway: bool, threads: int, language: str) -> dict[str, Any]:
             # two different sources append to arrivals; polling is simplest
             while len(arrivals) < len(clip.sentences) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-            for n, idx in enumerate(clip.last_voiced_packet[: len(arrivals)]):
-                latencies.append((arrivals[n] - sent_at[idx]) * 1000 - MIN_SILENCE_MS)
+            # each final ends one sentence: the last sentence end before the final's (padded)
+            # end; an utterance recognised as nothing sends no final and has no latency
+            ended = dict(zip(clip.sentence_end_ms, clip.last_voiced_packet, strict=True))
+            for arrival, final in zip(arrivals, finals[before:], strict=False):
+                ends = [ms for ms in ended if ms <= final.end_ms + 200]
+                if ends:
+                    idx = ended.pop(max(ends))
+                    latencies.append((arrival - sent_at[idx]) * 1000 - MIN_SILENCE_MS)
             if use_gateway:
                 collector.cancel()
                 await dev.close()

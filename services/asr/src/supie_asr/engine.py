@@ -85,6 +85,9 @@ class _Attempt:
     no_speech_prob: float
     compression_ratio: float
     temperature: float
+    # the text is the initial prompt again: what whisper says on silence once primed (its
+    # no-speech probability drops under the primer); dropped, never a fallback candidate
+    echo: bool = False
 
 
 class FasterWhisperEngine(AsrEngine):
@@ -216,6 +219,7 @@ class FasterWhisperEngine(AsrEngine):
                     sub,
                     [prompts[i] for i in todo],
                     [tokenizers[i] for i in todo],
+                    [self.cfg.initial_prompts.get(languages[i], "") for i in todo],
                     max_new,
                     temperature,
                 )
@@ -233,6 +237,7 @@ class FasterWhisperEngine(AsrEngine):
         encoded: Any,
         prompts: list[list[int]],
         tokenizers: list[Any],
+        primers: list[str],
         max_new: int,
         temperature: float,
     ) -> list[_Attempt]:
@@ -260,7 +265,7 @@ class FasterWhisperEngine(AsrEngine):
             **kwargs,
         )
         out = []
-        for tokenizer, res in zip(tokenizers, results, strict=True):
+        for tokenizer, primer, res in zip(tokenizers, primers, results, strict=True):
             tokens = [t for t in res.sequences_ids[0] if t < tokenizer.eot]
             text = tokenizer.decode(tokens).strip()
             score = res.scores[0] if res.scores else 0.0
@@ -272,6 +277,7 @@ class FasterWhisperEngine(AsrEngine):
                     no_speech_prob=float(getattr(res, "no_speech_prob", 0.0)),
                     compression_ratio=compression_ratio(text),
                     temperature=temperature,
+                    echo=bool(text) and not _without_primer(text, primer),
                 )
             )
         return out
@@ -300,7 +306,7 @@ class FasterWhisperEngine(AsrEngine):
             # every temperature failed: like transcribe(), the most probable result that does
             # not loop, else the most probable of all
             limit = self.cfg.compression_ratio_threshold
-            fine = [a for a in attempts if a.compression_ratio <= limit]
+            fine = [a for a in attempts if a.compression_ratio <= limit and not a.echo]
             chosen = max(fine or attempts, key=lambda a: a.avg_logprob)
         else:
             chosen = last

@@ -443,9 +443,11 @@ class StreamWorker:
             self._unpublished.pop(utterance_id, None)
 
     def _remember(self, res: EngineResult) -> None:
+        """The final becomes context for the next one, unless decoding it took a fallback:
+        text whisper struggled with misleads the next utterance more than no context does."""
         if res.temperature > _PROMPT_RESET_TEMPERATURE:
             self._context = ""
-        elif res.text.strip():
+        elif res.temperature == 0 and res.text.strip():
             self._context = (self._context + " " + res.text.strip()).strip()[-_CONTEXT_CHARS:]
 
     def _transcript(
