@@ -118,13 +118,17 @@ def shared_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("asr-models")
 
 
-async def collect_stt(dev: DeviceClient, n: int, within_s: float) -> list[dict[str, Any]]:
-    """Up to ``n`` stt messages, or what arrived within the time (the caller judges them)."""
+async def collect_stt(
+    dev: DeviceClient, n: int, within_s: float, quiet_s: float = 20.0
+) -> list[dict[str, Any]]:
+    """Up to ``n`` stt messages, or what arrived until ``within_s`` or ``quiet_s`` without a new
+    one (an utterance recognised as nothing sends none; the caller judges the text)."""
     got: list[dict[str, Any]] = []
     deadline = time.monotonic() + within_s
     while len(got) < n and time.monotonic() < deadline:
+        wait = min(quiet_s, max(0.1, deadline - time.monotonic()))
         try:
-            got.append(await dev.expect("stt", timeout=max(0.1, deadline - time.monotonic())))
+            got.append(await dev.expect("stt", timeout=wait))
         except (TimeoutError, AssertionError):
             break
     return got

@@ -117,6 +117,7 @@ def test_the_wrong_language_never_loops(
     longer than 3x the reference, in spoken units (the temperature fallback and loop trimming
     at work)."""
     audios, refs = sentence_audio(speech_language)
+    audios, refs = audios[::2], refs[::2]  # every speed and voice, half the time
     model = base if language == "zh" else engine
     results = model.transcribe_batch([Request(a, language) for a in audios])
     for ref, res in zip(refs, results, strict=True):

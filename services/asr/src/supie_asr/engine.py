@@ -195,7 +195,12 @@ class FasterWhisperEngine(AsrEngine):
             for r, tok, lang in zip(requests, tokenizers, languages, strict=True)
         ]
         longest_s = max(len(r.audio) for r in requests) / 16000
-        max_new = int(min(self.model.max_length // 2, 16 + 15 * longest_s))
+        # room for fast speech at temperature 0 (loops are trimmed); a sampled fallback may not
+        # outrun a fast speaker (~6 tokens/s): high temperatures babble (Mandarin on an English
+        # model became a 46-word story for 14 syllables)
+        limit = self.model.max_length // 2
+        max_new = int(min(limit, 16 + 15 * longest_s))
+        max_sampled = int(min(limit, 8 + 6 * longest_s))
         attempts: list[list[_Attempt]] = [[] for _ in requests]
         encoded_np: np.ndarray | None = None
         # CTranslate2 decodes a batch together only when <|startoftranscript|> sits at the
@@ -220,7 +225,7 @@ class FasterWhisperEngine(AsrEngine):
                     [prompts[i] for i in todo],
                     [tokenizers[i] for i in todo],
                     [self.cfg.initial_prompts.get(languages[i], "") for i in todo],
-                    max_new,
+                    max_new if temperature == 0 else max_sampled,
                     temperature,
                 )
                 for i, attempt in zip(todo, done, strict=True):
