@@ -168,6 +168,11 @@ async def test_a_chinese_and_an_english_badge_on_one_stack(
         badge(zh_id, "zh_meeting", len(zh_sentences)),
         badge(en_id, "meeting_us", len(en_sentences)),
     )
+    # both sockets fully handled before the gateway's teardown drains it
+    deadline = time.monotonic() + 30
+    while gateway.service.hub.connections:
+        assert time.monotonic() < deadline, list(gateway.service.hub.connections)
+        await asyncio.sleep(0.1)
     zh_text = " ".join(m["text"] for m in zh_stt)
     en_text = " ".join(m["text"] for m in en_stt)
     assert speech.cer(" ".join(zh_sentences), zh_text) <= 0.70, zh_text

@@ -437,8 +437,10 @@ class StreamWorker:
                 res.compute_ms,
                 "final",
             )
-            await self.publish_final(transcript)
+            # the event first (the gateway's live path; cheap), then the durable copy, which
+            # alone moves committed_seq past this utterance
             await self.publish("transcript", transcript, None)
+            await self.publish_final(transcript)
         finally:
             self._unpublished.pop(utterance_id, None)
 
