@@ -28,7 +28,8 @@ class VoiceCommand:
 _MAX_EXTRA_CJK = 6  # characters around the keyword in a short Chinese utterance
 _MAX_EXTRA_WORDS = 3
 _NEGATIONS_ZH = ("先别", "不要", "别", "不用", "不", "没", "勿")
-_NEGATIONS_EN = ("don't", "dont", "do not", "not", "never", "no", "shouldn't", "won't")
+# Apostrophes are punctuation to _norm: "don't" arrives as "don t".
+_NEGATIONS_EN = ("don", "dont", "do not", "not", "never", "no", "shouldn", "won", "didn")
 _FINALIZE = (
     "结束会议",
     "结束本次会议",
