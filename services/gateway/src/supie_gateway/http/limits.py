@@ -26,14 +26,6 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
-class _TooLarge(Exception):
-    pass
-
-
-class _TooSlow(Exception):
-    pass
-
-
 async def _answer(send: Send, status: int, error: str) -> None:
     body = json.dumps({"success": False, "error": error}).encode()
     await send(
@@ -70,35 +62,40 @@ class BodyLimits:
                 if not value.isdigit() or int(value) > limit:
                     await _answer(send, 413, too_large)
                     return
+        # The body is read here, whole (it is small by the limit), before the app sees it: an
+        # error raised from inside the app's receive() would come out as a 500.
+        chunks: list[bytes] = []
         received = 0
-        started = False
-
-        async def limited_receive() -> Message:
-            nonlocal received
+        while True:
             try:
                 message = await asyncio.wait_for(receive(), timeout)
             except TimeoutError:
-                raise _TooSlow from None
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > limit:
-                    raise _TooLarge
-            return message
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
-        try:
-            await self.app(scope, limited_receive, tracked_send)
-        except _TooLarge:
-            if not started:
-                await _answer(send, 413, too_large)
-        except _TooSlow:
-            if not started:
                 await _answer(send, 408, f"request body not received within {timeout:g} s")
+                return
+            if message["type"] != "http.request":
+                return  # the client went away
+            body = message.get("body", b"")
+            received += len(body)
+            if received > limit:
+                await _answer(send, 413, too_large)
+                return
+            chunks.append(body)
+            if not message.get("more_body", False):
+                break
+        buffered: Message | None = {
+            "type": "http.request",
+            "body": b"".join(chunks),
+            "more_body": False,
+        }
+
+        async def replay() -> Message:
+            nonlocal buffered
+            if buffered is not None:
+                message, buffered = buffered, None
+                return message
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def guarded_http_protocol(header_timeout_s: Callable[[], float]) -> type[asyncio.Protocol]:
