@@ -17,11 +17,10 @@ from __future__ import annotations
 import asyncio
 import json
 import struct
-import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -35,29 +34,11 @@ from supie_common.embedded import free_port, wait_for_port
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .test_gateway_support import Stack
+from .test_gateway_support import BackgroundLoop, Stack
 
 BUDGET_S = 60.0
 MAX_EXAMPLES = 3000
 CANARY_MAX_SILENCE_S = 5.0
-
-T = TypeVar("T")
-
-
-class _Loop:
-    """An event loop in a thread: the stand-ins and the canary live there for the whole test."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 class _Canary:
@@ -101,7 +82,7 @@ class _Fuzz:
         self.ws_url = ws_url
         self.http_url = http_url
         self.nats_url = nats_url
-        self.loop = _Loop()
+        self.loop = BackgroundLoop()
         self.canary = _Canary(ws_url)
         self.started = time.monotonic()
         self.examples = 0

@@ -8,10 +8,11 @@ must validate against a documented server -> device model."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any, TypeVar
 
 import pytest
 from nats.aio.client import Client as NATS
@@ -43,6 +44,7 @@ from supie_common.contracts import device as dm
 from supie_common.device_client import DeviceClient
 
 __all__ = [
+    "BackgroundLoop",
     "Stack",
     "StandInAsr",
     "StandInMeeting",
@@ -50,6 +52,26 @@ __all__ = [
     "stack",
     "strict_frames",
 ]
+
+
+T = TypeVar("T")
+
+
+class BackgroundLoop:
+    """An event loop in a thread, for sync tests (hypothesis, schemathesis) that need
+    long-lived async stand-ins."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
 
 
 async def eventually(check: Callable[[], Any], timeout: float = 10.0, what: str = "") -> Any:
@@ -258,9 +280,9 @@ class StandInService:
                 await msg.respond(encode(InboundReply(retry=True)))
                 return
             event = str(getattr(inbound.message, "event", "?"))
-            ack: Any = (
-                dm.WorkflowAck(event=event) if self.kind == "workflow" else dm.CodingAck(event=event)
-            )
+            ack: Any = dm.WorkflowAck(event=event)
+            if self.kind == "coding":
+                ack = dm.CodingAck(event=event)
             await msg.respond(encode(InboundReply.of(ack)))
             return
         self.texts.append(decode(Transcript, msg.data))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 from supie_common.protocol import normalize_device_id
 from supie_common.settings import secret_value
@@ -36,10 +36,15 @@ _OTA_BODY = {
 def ota_router(ctx: HttpContext) -> APIRouter:
     router = APIRouter(tags=["ota"])
 
-    async def ota(req: Request) -> Response:
+    async def ota(
+        req: Request,
+        device: str | None = Header(default=None, alias="Device-Id"),
+        client: str | None = Header(default=None, alias="Client-Id"),
+        activation_secret: str | None = Header(default=None, alias="Activation-Secret"),
+    ) -> Response:
         server = ctx.settings().server
-        device_id = normalize_device_id(req.headers.get("Device-Id"))
-        client_id = normalize_device_id(req.headers.get("Client-Id"))
+        device_id = normalize_device_id(device)
+        client_id = normalize_device_id(client)
         try:
             check_id("Device-Id", device_id, server.max_device_id_len)
             check_id("Client-Id", client_id, server.max_device_id_len)
@@ -58,7 +63,7 @@ def ota_router(ctx: HttpContext) -> APIRouter:
             activation = secret_value(auth.ota_activation_secret)
             allowed = device_id in auth.allowed_devices or (
                 activation is not None
-                and same_secret(req.headers.get("Activation-Secret"), activation)
+                and same_secret(activation_secret, activation)
             )
             if allowed:
                 token = mint_token(auth.auth_key.get_secret_value(), client_id, device_id)
