@@ -56,9 +56,7 @@ async def test_service_messages_are_handed_over_in_order(gateway, stack: Stack) 
     assert kinds == ["MeetingSnippet"] * 20 + ["MeetingFinalize"]  # the finalize came last
 
 
-async def test_a_message_is_retried_with_the_same_id_until_accepted(
-    gateway, stack: Stack
-) -> None:
+async def test_a_message_is_retried_with_the_same_id_until_accepted(gateway, stack: Stack) -> None:
     stack.workflow.retry_next = 3  # "not persisted, ask again" three times
     async with DeviceClient(gateway.ws_url, dev_id()) as dev:
         await dev.hello()
@@ -258,9 +256,7 @@ async def test_voice_finalize_announces_then_finalizes(gateway, stack: Stack) ->
     assert idx_notice < idx_ack
 
 
-async def test_a_final_is_routed_even_when_its_gateway_is_gone(
-    make_gateway, stack: Stack
-) -> None:
+async def test_a_final_is_routed_even_when_its_gateway_is_gone(make_gateway, stack: Stack) -> None:
     """Routing depends on the transcript, not on the socket: the badge's gateway dies, the asr
     publishes the final of the utterance in progress, another replica routes it."""
     a, b = await make_gateway(), await make_gateway()

@@ -90,7 +90,10 @@ async def test_deep_json_to_ota_is_400(gateway) -> None:
 
 SURROGATE_MESSAGES = [
     ('{"type":"meeting","phase":"snippet","items":[{"tag":"n","text":"a\\ud800b"}]}', "meeting"),
-    ('{"type":"workflow","event":"update","tasks":[{"id":"t\\udfff","title":"\\ud800"}]}', "workflow"),
+    (
+        '{"type":"workflow","event":"update","tasks":[{"id":"t\\udfff","title":"\\ud800"}]}',
+        "workflow",
+    ),
     ('{"type":"coding","event":"log","text":"\\ud800 boom"}', "coding"),
     ('{"type":"listen","state":"detect","text":"hi \\ud83d"}', "stt"),
 ]

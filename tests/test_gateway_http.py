@@ -183,7 +183,8 @@ async def test_device_auth_when_enabled(make_gateway) -> None:
     future = mint_token("k", "cid", device, ts=int(time.time()) + 10 * 365 * 86400)
     assert (
         await _refused(
-            gw.ws_url, {"Device-Id": device, "Client-Id": "cid", "Authorization": f"Bearer {future}"}
+            gw.ws_url,
+            {"Device-Id": device, "Client-Id": "cid", "Authorization": f"Bearer {future}"},
         )
         == 401
     )

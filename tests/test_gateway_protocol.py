@@ -213,9 +213,9 @@ PAYLOAD = b"OPUS"
 GOLDEN = {
     1: PAYLOAD,
     # v2: u16 version=2, u16 type=0 (audio), u32 reserved, u32 timestamp_ms, u32 payload_size
-    2: bytes.fromhex("0002" "0000" "00000000" "01020304" "00000004") + PAYLOAD,
+    2: bytes.fromhex("00020000000000000102030400000004") + PAYLOAD,
     # v3: u8 type=0, u8 reserved, u16 payload_size
-    3: bytes.fromhex("00" "00" "0004") + PAYLOAD,
+    3: bytes.fromhex("00000004") + PAYLOAD,
 }
 
 
@@ -250,8 +250,8 @@ async def test_uplink_golden_frames_reach_the_bus_with_headers(
 async def test_json_inside_a_binary_frame_is_a_text_message(gateway, version: int) -> None:
     ping = b'{"type":"ping"}'
     frame = {
-        2: bytes.fromhex("0002" "0001" "00000000" "00000000") + struct.pack(">I", len(ping)),
-        3: bytes.fromhex("01" "00") + struct.pack(">H", len(ping)),
+        2: bytes.fromhex("000200010000000000000000") + struct.pack(">I", len(ping)),
+        3: bytes.fromhex("0100") + struct.pack(">H", len(ping)),
     }[version] + ping
     async with DeviceClient(gateway.ws_url, dev_id(), protocol_version=version) as dev:
         await dev.hello()
@@ -262,8 +262,8 @@ async def test_json_inside_a_binary_frame_is_a_text_message(gateway, version: in
 # Downlink golden headers (the payload follows): v2 has timestamp 0 from the server.
 GOLDEN_DOWN = {
     1: b"",
-    2: bytes.fromhex("0002" "0000" "00000000" "00000000" "00000004"),
-    3: bytes.fromhex("00" "00" "0004"),
+    2: bytes.fromhex("00020000000000000000000000000004"),
+    3: bytes.fromhex("00000004"),
 }
 
 

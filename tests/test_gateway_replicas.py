@@ -6,7 +6,6 @@ import asyncio
 import time
 
 import pytest
-
 from supie_common.contracts import DeviceOutbound, Subjects, encode
 from supie_common.device_client import DeviceClient
 from supie_common.store import Presence

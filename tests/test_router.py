@@ -16,7 +16,9 @@ from supie_gateway.router import (
 from supie_gateway.voice import VoiceCommand, parse_voice_command
 
 
-def t(text: str, source: str = "asr", kind: str = "final", meeting: str | None = None) -> Transcript:
+def t(
+    text: str, source: str = "asr", kind: str = "final", meeting: str | None = None
+) -> Transcript:
     return Transcript(
         device_id="d",
         session_id="s",
@@ -54,12 +56,30 @@ TABLE = [
     (None, "hello world", "asr", True, ["device:audio", "device:stt"]),
     (None, "hello world", "text", True, ["device:stt"]),
     ("meeting", "we decided to ship", "asr", True, ["device:audio", f"request:{MT}"]),
-    ("meeting", "we decided to ship", "asr", False, ["device:audio", f"request:{MT}", "device:stt"]),
-    ("meeting", "好的，结束会议", "asr", True, ["device:audio", "device:meeting:command", "finalize:voice"]),
+    (
+        "meeting",
+        "we decided to ship",
+        "asr",
+        False,
+        ["device:audio", f"request:{MT}", "device:stt"],
+    ),
+    (
+        "meeting",
+        "好的，结束会议",
+        "asr",
+        True,
+        ["device:audio", "device:meeting:command", "finalize:voice"],
+    ),
     ("meeting", "Finalize meeting.", "text", True, ["device:meeting:command", "finalize:text"]),
     # negated or buried keywords are just speech (issue 10)
     ("meeting", "先别急着结束会议", "asr", True, ["device:audio", f"request:{MT}"]),
-    ("meeting", "we should not end the meeting yet", "asr", True, ["device:audio", f"request:{MT}"]),
+    (
+        "meeting",
+        "we should not end the meeting yet",
+        "asr",
+        True,
+        ["device:audio", f"request:{MT}"],
+    ),
     ("meeting", "我们开始总结一下上周的问题", "asr", True, ["device:audio", f"request:{MT}"]),
     ("meeting", "我们讨论一下新的工作模式怎么设计", "asr", True, ["device:audio", f"request:{MT}"]),
     ("working", "claim task two", "asr", True, ["device:audio", "device:stt", f"request:{WI}"]),
@@ -88,7 +108,12 @@ def test_route_table(mode, text, source, disable_tts, expected) -> None:  # type
 
 @pytest.mark.parametrize(
     ("mode", "expected"),
-    [(None, ["device:stt"]), ("working", ["device:stt"]), ("meeting", []), ("coding", ["device:stt"])],
+    [
+        (None, ["device:stt"]),
+        ("working", ["device:stt"]),
+        ("meeting", []),
+        ("coding", ["device:stt"]),
+    ],
 )
 def test_partials_are_shown_never_acted_on(mode, expected) -> None:  # type: ignore[no-untyped-def]
     actions = route_transcript(mode, t("finalize meeting", kind="partial"))

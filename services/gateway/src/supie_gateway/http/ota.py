@@ -62,8 +62,7 @@ def ota_router(ctx: HttpContext) -> APIRouter:
         if auth.enabled and auth.auth_key and device_id:
             activation = secret_value(auth.ota_activation_secret)
             allowed = device_id in auth.allowed_devices or (
-                activation is not None
-                and same_secret(activation_secret, activation)
+                activation is not None and same_secret(activation_secret, activation)
             )
             if allowed:
                 token = mint_token(auth.auth_key.get_secret_value(), client_id, device_id)
