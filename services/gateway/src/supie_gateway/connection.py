@@ -159,7 +159,10 @@ class DeviceConnection:
         self._subs.append(await nc.subscribe(Subjects.device_command(device), cb=self._on_command))
         # The server must know these subscriptions before the device hears anything from us:
         # what services publish for it right after it connects must not fall on the floor.
-        await nc.flush()
+        try:
+            await nc.flush(timeout=5)
+        except Exception as exc:  # NATS reconnecting: the subscriptions follow when it is back
+            logger.warning("device {}: subscriptions not confirmed ({})", device, exc)
         self.tasks.spawn(self.modes.restore(), "restore")
 
     async def run(self) -> None:

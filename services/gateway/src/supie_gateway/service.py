@@ -133,8 +133,10 @@ class GatewayService(Service[GatewaySettings]):
             h11_max_incomplete_event_size=16 * 1024,
         )
         self.http_server = _EmbeddedUvicorn(config)
-        self.spawn(self.http_server.serve(), "http", critical=True)
+        http_task = self.spawn(self._serve_http(self.http_server), "http", critical=True)
         while not self.http_server.started:  # noqa: ASYNC110 - uvicorn exposes only a flag
+            if http_task.done():
+                raise RuntimeError(f"the HTTP port {server.ip}:{server.http_port} did not open")
             await asyncio.sleep(0.01)
         self.http_port = self.http_server.servers[0].sockets[0].getsockname()[1]
         logger.info(
@@ -153,6 +155,13 @@ class GatewayService(Service[GatewaySettings]):
             )
         if server.config_watch_interval_s > 0:
             self.spawn(self._watch_config_file(), "config-watch")
+
+    async def _serve_http(self, server: _EmbeddedUvicorn) -> None:
+        """A critical task: the HTTP port stopping by itself takes the process down."""
+        await server.serve()
+        if not self.stopping:
+            raise RuntimeError("the HTTP server stopped")
+        await asyncio.Event().wait()  # stopping: wait to be cancelled, quietly
 
     async def on_stop(self) -> None:
         """SIGTERM: stop accepting, deliver what is queued for each device, then close every
