@@ -17,7 +17,7 @@ from .schemas import HealthReport
 
 __all__ = ["PROBE_TIMEOUT_S", "health_router"]
 
-PROBE_TIMEOUT_S = 1.5
+PROBE_TIMEOUT_S = 3.0
 
 
 def health_router(ctx: HttpContext) -> APIRouter:
