@@ -293,10 +293,7 @@ class DeviceConnection:
             await self.outbox.send(refusal)
 
     async def _schema_error(self, exc: DeviceMessageError) -> None:
-        self.ctx.metrics.errors.labels(exc.code.value).inc()
-        logger.info(
-            "device {} sent an invalid {}: {}", self.device_id, exc.message_type, exc.message
-        )
+        self.outbox.note_error(exc.code, f"invalid {exc.message_type}: {exc.message}")
         if exc.message_type == "mode":
             await self.outbox.send(ModeError(code=exc.code, message=exc.message, field=exc.field))
         elif exc.message_type in ("meeting", "workflow", "coding"):
@@ -304,7 +301,9 @@ class DeviceConnection:
                 service_error(exc.message_type, exc.code, exc.message, field=exc.field, sub=exc.sub)
             )
         else:
-            await self.outbox.error(exc.code, exc.message, exc.field)
+            await self.outbox.send(
+                ErrorMessage(code=exc.code, message=exc.message, field=exc.field)
+            )
 
     async def _on_binary(self, data: bytes) -> None:
         self._frames_in.inc()

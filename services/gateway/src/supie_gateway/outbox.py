@@ -21,7 +21,9 @@ from websockets.exceptions import ConnectionClosed
 from .metrics import GatewayMetrics
 from .session import DeviceSession
 
-__all__ = ["Outbox", "frame_type"]
+__all__ = ["LOG_EVERY_S", "Outbox", "frame_type"]
+
+LOG_EVERY_S = 10.0
 
 _TYPE_PREFIX = '{"type":"'
 
@@ -46,6 +48,7 @@ class Outbox:
         self.metrics = metrics
         self._out = metrics.messages_out
         self._frames_out = metrics.frames_out
+        self._logged_at: dict[ErrorCode, float] = {}
 
     async def send(self, message: BaseModel) -> bool:
         """Send one server -> device model (``contracts.device``)."""
@@ -75,10 +78,19 @@ class Outbox:
         self._frames_out.inc()
 
     async def error(self, code: ErrorCode, message: str, field: str | None = None) -> None:
-        """A gateway error (``{"type":"error",...}``), logged once at INFO."""
-        self.metrics.errors.labels(code.value).inc()
-        logger.info("device {} error {}: {}", self.session.device_id, code.value, message)
+        """A gateway error (``{"type":"error",...}``): always sent, logged at INFO at most
+        once per :data:`LOG_EVERY_S` and code (a client sending garbage must not flood logs)."""
+        self.note_error(code, message)
         await self.send(ErrorMessage(code=code, message=message, field=field))
+
+    def note_error(self, code: ErrorCode, message: str) -> None:
+        """Count an error answered to the badge; log it (throttled)."""
+        self.metrics.errors.labels(code.value).inc()
+        now = time.monotonic()
+        last = self._logged_at.get(code)
+        if last is None or now - last >= LOG_EVERY_S:
+            self._logged_at[code] = now
+            logger.info("device {} error {}: {}", self.session.device_id, code.value, message)
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         self.session.closing = True
