@@ -281,7 +281,7 @@ async def test_a_changed_config_file_reloads_every_service(
 async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
     make_gateway, nc, stack: Stack
 ) -> None:
-    a, b = await make_gateway(), await make_gateway()
+    a, b = await make_gateway(server={"drain_timeout_s": 20}), await make_gateway()
     device = dev_id()
     dev = await DeviceClient(a.ws_url, device).connect()
     await dev.hello()

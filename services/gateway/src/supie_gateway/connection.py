@@ -8,7 +8,8 @@ path: no parsing beyond the binary header, no models.
 Collaborators, each with one job: :class:`.session.DeviceSession` (state),
 :class:`.outbox.Outbox` (sending), :class:`.modes.ModeController` (modes and the meeting),
 :class:`.dispatch.InboundDispatcher` (service messages, in order, until accepted),
-:class:`.asr_link.AsrStream` (the ASR stream), :mod:`.idle` (timers), :mod:`.listen` (debounce).
+:class:`.socket_stream.SocketStream` (the ASR stream), :mod:`.idle` (timers),
+:mod:`.listen` (debounce).
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from nats.aio.msg import Msg
 from pydantic import BaseModel
 from supie_common.bus import parse
 from supie_common.contracts import (
-    AsrOpenRequest,
     ConfigUpdated,
     DeviceCommand,
     DeviceDelivered,
@@ -65,17 +65,16 @@ from supie_common.settings import secret_value
 from supie_common.tasks import TaskSet
 from websockets.asyncio.server import ServerConnection
 
-from .asr_link import AsrStream
 from .auth import same_secret
 from .context import ConnectionContext
 from .dispatch import InboundDispatcher, service_error
 from .handshake import HandshakeInfo
 from .idle import hard_idle, keepalive_due, no_voice
-from .language import stream_language
 from .listen import ListenDebounce, ListenEvent
 from .modes import ModeController
 from .outbox import Outbox
 from .session import DeviceSession
+from .socket_stream import SocketStream
 from .transcripts import publish_transcript
 
 __all__ = [
@@ -94,7 +93,6 @@ IDLE_WARNING_TEXT = "即将结束对话，如需继续请说话或发送任意�
 IDLE_CLOSE_MESSAGE = "长时间未说话，本次对话已结束。"
 TIMEOUT_WARNING_TEXT = "连接将因长时间空闲而关闭，如需继续请发送任意消息。"
 BINARY_ERROR_EVERY_S = 1.0  # a badge streaming garbage gets one error a second, not fifty
-BAD_AUDIO_EVERY_S = 10.0  # undecodable audio (reported by asr): one error per this
 
 
 class DeviceConnection:
@@ -121,10 +119,16 @@ class DeviceConnection:
             budget_s=lambda: ctx.settings().server.accept_timeout_s,
             attempt_timeout_s=lambda: ctx.settings().nats.request_timeout_s,
         )
+        self.stream = SocketStream(ctx, self.session, self.outbox)
         self.modes = ModeController(
-            self.session, self.outbox, ctx.nc, ctx.store, self, ctx.settings, self._after_hello
+            self.session,
+            self.outbox,
+            ctx.nc,
+            ctx.store,
+            self.stream,
+            ctx.settings,
+            self._after_hello,
         )
-        self.asr: AsrStream | None = None
         self.listen = ListenDebounce()
         self._listen_timer: asyncio.Task[Any] | None = None
         self._subs: list[Any] = []
@@ -195,7 +199,7 @@ class DeviceConnection:
                 await sub.drain()
             except Exception as exc:
                 logger.debug("drain failed: {}", exc)
-        await self.close_stream()
+        await self.stream.close_stream()
 
     async def cleanup(self) -> None:
         self.session.closing = True
@@ -206,7 +210,7 @@ class DeviceConnection:
             except Exception as exc:  # connection to NATS already gone
                 logger.debug("unsubscribe failed: {}", exc)
         await self.tasks.cancel_all()
-        await self.close_stream()
+        await self.stream.close_stream()
 
     async def close(self, code: int, reason: str) -> None:
         await self.outbox.close(code, reason)
@@ -334,10 +338,7 @@ class DeviceConnection:
             await self._no_voice(decision)
         if s.drops_audio:
             return  # the meeting is being summarised (or none is active): its audio is ignored
-        if self.asr is None:
-            await self._open_stream()
-            assert self.asr is not None
-        await self.asr.send_audio(payload)
+        await self.stream.send_audio(payload)
 
     async def _no_voice(self, decision: str) -> None:
         s = self.session
@@ -471,14 +472,10 @@ class DeviceConnection:
         if event.state == "start":
             if event.mode is not None:
                 s.listen_mode = event.mode
-            if s.drops_audio:
-                return
-            if self.asr is None:
-                await self._open_stream()
-            else:
-                await self.asr.control("listen_start", listen_mode=s.listen_mode)
-        elif self.asr is not None:
-            await self.asr.control("listen_stop")
+            if not s.drops_audio:
+                await self.stream.listen_start(s.listen_mode)
+        else:
+            await self.stream.listen_stop()
 
     async def _on_detect(self, text: str) -> None:
         s = self.session
@@ -512,69 +509,6 @@ class DeviceConnection:
                 ErrorCode.UNAVAILABLE, "the text could not be stored right now; send it again"
             )
 
-    # -- ASR stream (StreamControl for the mode controller) --------------------------------------
-    async def _open_stream(self) -> None:
-        s = self.session
-        settings = self.ctx.settings()
-        req = AsrOpenRequest(
-            **s.envelope(),
-            codec="pcm" if s.audio_format == "pcm" else "opus",
-            frame_duration_ms=s.frame_duration,
-            listen_mode=s.listen_mode,
-            language=stream_language(settings, s.device_id),
-            mode=s.mode,
-            meeting_id=s.active_meeting,
-        )
-        self.asr = AsrStream(
-            self.ctx.nc,
-            req,
-            self._on_asr_transcript,
-            heartbeat_timeout_s=settings.asr.heartbeat_timeout_ms / 1000,
-            replay_s=settings.asr.replay_s,
-            on_error=self._on_asr_error,
-        )
-        await self.asr.open()
-
-    async def fresh_stream(self) -> None:
-        await self.close_stream()
-        await self._open_stream()
-
-    async def close_stream(self) -> None:
-        stream, self.asr = self.asr, None
-        if stream is not None:
-            await stream.close()
-
-    async def route_stream(self) -> None:
-        if self.asr is not None:
-            await self.asr.route(self.session.mode, self.session.active_meeting)
-
-    async def _on_asr_transcript(self, t: Transcript) -> None:
-        s = self.session
-        if t.kind == "partial":
-            if s.mode != "meeting" and t.text.strip():
-                await self.outbox.send(Stt(text=t.text, session_id=s.session_id, partial=True))
-            return
-        # A final on the events subject (asr before it published to JetStream itself): put it
-        # on the durable path. The utterance id makes a second copy a no-op.
-        s.touch_voice()
-        if t.mode is None and t.meeting_id is None:
-            t = t.model_copy(update={"mode": s.mode, "meeting_id": s.active_meeting})
-        try:
-            await publish_transcript(self.ctx.js, t, self.ctx.settings().nats.request_timeout_s)
-        except Exception as exc:
-            logger.warning("device {}: final not stored: {}", s.device_id, exc)
-
-    async def _on_asr_error(self, message: str) -> None:
-        now = time.monotonic()
-        last = self._binary_error_at.get(ErrorCode.BAD_AUDIO)
-        self.ctx.metrics.errors.labels(ErrorCode.BAD_AUDIO.value).inc()
-        if last is not None and now - last < BAD_AUDIO_EVERY_S:
-            return
-        self._binary_error_at[ErrorCode.BAD_AUDIO] = now
-        await self.outbox.send(
-            _bad_audio(message, self.session.audio_format, self.session.frame_duration)
-        )
-
     # -- bus -> device -------------------------------------------------------------------------
     async def _on_outbound(self, nats_msg: Msg) -> None:
         out = parse(DeviceOutbound, nats_msg)
@@ -605,17 +539,8 @@ class DeviceConnection:
             if cmd.command == "close":
                 self.close_later(0.0, 1000, cmd.reason or "closed by server")
             elif cmd.command == "close_asr_stream":
-                await self.close_stream()
+                await self.stream.close_stream()
             else:
                 await self.modes.on_command(cmd)
         except Exception:
             logger.exception("device {}: command {} failed", self.device_id, cmd.command)
-
-
-def _bad_audio(detail: str, fmt: str, frame_ms: int) -> BaseModel:
-    expected = "Opus 16 kHz mono" if fmt == "opus" else "PCM s16le 16 kHz mono"
-    return ErrorMessage(
-        code=ErrorCode.BAD_AUDIO,
-        message=f"audio could not be decoded (expected {expected}, {frame_ms} ms frames): "
-        f"{detail[:200]}",
-    )

@@ -73,6 +73,7 @@ class TranscriptRouter:
         self._psub: JetStreamContext.PullSubscription | None = None
         self.routed = 0
         self.redelivered = 0
+        self._stopped = False
 
     async def start(self) -> None:
         await ensure_transcripts_stream(self.js)
@@ -94,6 +95,7 @@ class TranscriptRouter:
         )
 
     async def stop(self) -> None:
+        self._stopped = True
         if self._psub is not None:
             try:
                 await self._psub.unsubscribe()
@@ -103,8 +105,7 @@ class TranscriptRouter:
 
     async def run(self) -> None:
         """The consume loop (a critical task: if it ends, the process exits and restarts)."""
-        assert self._psub is not None
-        while True:
+        while not self._stopped and self._psub is not None:
             try:
                 msgs = await self._psub.fetch(FETCH_BATCH, timeout=1.0)
             except (TimeoutError, NatsTimeoutError):
@@ -119,6 +120,9 @@ class TranscriptRouter:
             for msg in msgs:
                 by_device[msg.subject].append(msg)
             await asyncio.gather(*(self._in_order(batch) for batch in by_device.values()))
+        # Stopped (a cancellation can be lost inside nats-py's fetch on Python 3.11, so the loop
+        # does not rely on it): wait to be cancelled, without ending the critical task early.
+        await asyncio.Event().wait()
 
     async def _in_order(self, msgs: list[Msg]) -> None:
         for msg in msgs:
