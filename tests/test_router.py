@@ -1,5 +1,6 @@
 """The mode router is one pure function; this table is its specification. Voice commands come
-from ``supie_gateway.voice`` (the shared phrase table when it is there, a stand-in until then)."""
+from the shared phrase table (``supie_common.commands``, tested on its own) through
+``supie_gateway.voice``, which picks the intents the gateway acts on per mode."""
 
 from __future__ import annotations
 
@@ -150,13 +151,14 @@ def test_the_router_uses_the_command_parser_it_is_given() -> None:
     ("text", "mode", "intent"),
     [
         ("结束会议", "meeting", "finalize"),
-        ("好，生成纪要吧", "meeting", None),
+        ("好，生成纪要吧", "meeting", "finalize"),
         ("结束会议吧", "meeting", "finalize"),
         ("不要结束会议", "meeting", None),
         ("end the meeting", "meeting", "finalize"),
         ("please end the meeting", "meeting", "finalize"),
         ("don't end the meeting", "meeting", None),
         ("end the meeting", "working", None),
+        ("完成第二个任务", "working", None),  # the workflow service's, not the gateway's
         ("切换到工作模式", None, "mode_switch"),
         ("别切换到工作模式", None, None),
         ("enter working mode", "coding", "mode_switch"),
@@ -164,6 +166,8 @@ def test_the_router_uses_the_command_parser_it_is_given() -> None:
         ("coding mode", "working", "mode_switch"),
     ],
 )
-def test_stand_in_voice_commands(text: str, mode: str | None, intent: str | None) -> None:
+def test_the_gateway_acts_on_finalize_in_meetings_and_mode_switches_anywhere(
+    text: str, mode: str | None, intent: str | None
+) -> None:
     found = parse_voice_command(text, mode)  # type: ignore[arg-type]
     assert (found.intent if found else None) == intent
