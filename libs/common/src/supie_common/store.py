@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from typing import cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -22,6 +23,9 @@ class K:
     @staticmethod
     def presence(device_id: str) -> str:
         return f"supie:presence:{device_id}"
+
+    # zset: every device seen lately -> its last heartbeat (ms); trimmed after SEEN_KEEP_S
+    PRESENCE_SEEN = "supie:presence:seen"
 
     @staticmethod
     def group(group_key: str) -> str:
@@ -156,33 +160,55 @@ def group_of(device_id: str) -> str:
 class Presence:
     """Which devices are online, on which gateway, in which group. Entries expire unless renewed."""
 
+    SEEN_KEEP_S = 7 * 24 * 3600  # how long an offline device stays listed with its last seen
+
     def __init__(self, redis: Redis, ttl_s: int = 30) -> None:
         self.redis = redis
         self.ttl_s = ttl_s
 
     async def register(
-        self, device_id: str, gateway_id: str, session_id: str, group_key: str
+        self,
+        device_id: str,
+        gateway_id: str,
+        session_id: str,
+        group_key: str,
+        details: Mapping[str, str | int] | None = None,
     ) -> None:
-        await self.heartbeat_many([(device_id, gateway_id, session_id, group_key)])
+        await self.heartbeat_many(
+            [(device_id, gateway_id, session_id, group_key)],
+            [details or {}],
+        )
 
-    async def heartbeat_many(self, entries: list[tuple[str, str, str, str]]) -> None:
-        """Renew (device, gateway, session, group) entries in one round trip."""
+    async def heartbeat_many(
+        self,
+        entries: Sequence[tuple[str, str, str, str]],
+        details: Sequence[Mapping[str, str | int]] | None = None,
+    ) -> None:
+        """Renew (device, gateway, session, group) entries in one round trip. ``details``
+        (one mapping per entry, optional) adds what the console shows: ``mode``, ``language``,
+        ``last_seen`` (ms), ``connected_at`` (ms), ``client``, ``protocol``..."""
         if not entries:
             return
         now = int(time.time() * 1000)
         pipe = self.redis.pipeline(transaction=False)
-        for device_id, gateway_id, session_id, group_key in entries:
-            pipe.hset(
-                K.presence(device_id),
-                mapping={
-                    "gateway": gateway_id,
-                    "session": session_id,
-                    "group": group_key,
-                    "ts": now,
-                },
-            )
+        for i, (device_id, gateway_id, session_id, group_key) in enumerate(entries):
+            mapping: dict[str, str | int] = {
+                "gateway": gateway_id,
+                "session": session_id,
+                "group": group_key,
+                "ts": now,
+            }
+            extra = details[i] if details is not None and i < len(details) else {}
+            mapping.update({k: v for k, v in extra.items() if k not in mapping})
+            gone = [k for k, v in mapping.items() if v == ""]
+            for key in gone:  # an empty value (no mode any more) removes the field
+                del mapping[key]
+            pipe.hset(K.presence(device_id), mapping=mapping)  # type: ignore[arg-type]
+            if gone:
+                pipe.hdel(K.presence(device_id), *gone)
             pipe.expire(K.presence(device_id), self.ttl_s)
             pipe.zadd(K.group(group_key), {device_id: now})
+            pipe.zadd(K.PRESENCE_SEEN, {device_id: now})
         await pipe.execute()
 
     async def unregister(self, device_id: str, session_id: str, group_key: str) -> None:
@@ -193,6 +219,7 @@ class Presence:
         moment is harmless (readers drop members whose heartbeat is older than the TTL)."""
         if await self.redis.eval(_DELETE_IF_SESSION, 1, K.presence(device_id), session_id):
             await self.redis.zrem(K.group(group_key), device_id)
+            await self.redis.zadd(K.PRESENCE_SEEN, {device_id: int(time.time() * 1000)})
 
     async def where(self, device_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(K.presence(device_id))
@@ -203,3 +230,26 @@ class Presence:
         await self.redis.zremrangebyscore(K.group(group_key), 0, cutoff)
         members = await self.redis.zrange(K.group(group_key), 0, -1)
         return sorted(str(m) for m in members)
+
+    async def devices(self, limit: int = 1000) -> list[dict[str, str]]:
+        """Devices seen within ``SEEN_KEEP_S``, most recent first (at most ``limit``): each
+        presence hash plus ``device``, ``online`` ("1" while its entry lives) and ``seen`` (the
+        last heartbeat or disconnect, ms). Two round trips, whatever the count."""
+        cutoff = int(time.time() * 1000) - self.SEEN_KEEP_S * 1000
+        await self.redis.zremrangebyscore(K.PRESENCE_SEEN, 0, cutoff)
+        raw_seen = await self.redis.zrevrange(
+            K.PRESENCE_SEEN, 0, max(0, limit - 1), withscores=True
+        )
+        seen = [(str(pair[0]), int(pair[1])) for pair in raw_seen]
+        if not seen:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for device, _ in seen:
+            pipe.hgetall(K.presence(device))
+        hashes = await pipe.execute()
+        out = []
+        for (device, score), raw in zip(seen, hashes, strict=True):
+            entry = {str(k): str(v) for k, v in (raw or {}).items()}
+            entry.update(device=device, online="1" if raw else "0", seen=str(score))
+            out.append(entry)
+        return out

@@ -19,6 +19,7 @@ from supie_common.bus import parse
 from supie_common.contracts import (
     DeviceConnected,
     DeviceDisconnected,
+    ModeChanged,
     Subjects,
     Takeover,
     encode,
@@ -27,6 +28,7 @@ from supie_common.store import Presence
 from supie_common.tasks import TaskSet
 
 from .config import GatewaySettings
+from .language import stream_language
 from .metrics import GatewayMetrics
 from .session import DeviceSession
 
@@ -65,18 +67,22 @@ class Registry:
         self.connections: dict[str, Held] = {}
         self.presence = Presence(redis, settings().server.presence_ttl_s) if redis else None
         self._sub: Any = None
+        self._mode_sub: Any = None
 
     async def start(self) -> None:
         self._sub = await self.nc.subscribe(Subjects.DEVICE_TAKEOVER_ALL, cb=self._on_takeover)
+        self._mode_sub = await self.nc.subscribe(Subjects.MODE_CHANGED, cb=self._on_mode_changed)
         self.tasks.spawn(self._heartbeat_loop(), "presence-heartbeat", critical=True)
         self.tasks.spawn(self._sweep_loop(), "idle-sweep", critical=True)
 
     async def stop(self) -> None:
-        if self._sub is not None:
+        for sub in (self._sub, self._mode_sub):
+            if sub is None:
+                continue
             try:
-                await self._sub.unsubscribe()
+                await sub.unsubscribe()
             except Exception as exc:
-                logger.debug("takeover unsubscribe: {}", exc)
+                logger.debug("registry unsubscribe: {}", exc)
 
     async def drain_and_close(self, timeout_s: float) -> None:
         """Deliver what NATS still holds for each device, close ASR streams, then close every
@@ -118,7 +124,9 @@ class Registry:
         if self.presence is not None:
             try:
                 await asyncio.wait_for(
-                    self.presence.register(s.device_id, self.gateway_id, s.session_id, s.group_key),
+                    self.presence.register(
+                        s.device_id, self.gateway_id, s.session_id, s.group_key, self._details(s)
+                    ),
                     _PRESENCE_DEADLINE_S,
                 )
             except Exception as exc:  # Redis down: the heartbeat catches up
@@ -165,6 +173,36 @@ class Registry:
         logger.info("device {} taken over by gateway {}", event.device_id, event.gateway_id)
         await local.displace(self.settings().server.takeover_close_delay_s)
 
+    # -- what the console shows about a badge ---------------------------------------------------
+    def _details(self, s: DeviceSession) -> dict[str, str | int]:
+        idle_s = max(0.0, time.monotonic() - s.last_inbound)
+        return {
+            "mode": s.mode or "",
+            "language": stream_language(self.settings(), s.device_id) or "auto",
+            "last_seen": int((time.time() - idle_s) * 1000),
+            "client": s.client_id or "",
+            "protocol": s.protocol_version,
+        }
+
+    async def _on_mode_changed(self, msg: Msg) -> None:
+        """A mode change shows on the console at once, not at the next heartbeat."""
+        event = parse(ModeChanged, msg)
+        if event is None or event.gateway_id != self.gateway_id or self.presence is None:
+            return
+        local = self.connections.get(event.device_id)
+        if local is None or local.session.session_id != event.session_id:
+            return
+        s = local.session
+        try:
+            await asyncio.wait_for(
+                self.presence.register(
+                    s.device_id, self.gateway_id, s.session_id, s.group_key, self._details(s)
+                ),
+                _PRESENCE_DEADLINE_S,
+            )
+        except Exception as exc:  # the heartbeat catches up
+            logger.debug("presence of {} not refreshed: {}", s.device_id, exc)
+
     # -- loops ---------------------------------------------------------------------------------
     async def _heartbeat_loop(self) -> None:
         if self.presence is None:
@@ -173,14 +211,17 @@ class Registry:
         while True:
             interval = max(1.0, self.settings().server.presence_ttl_s / 3)
             await asyncio.sleep(interval)
+            conns = list(self.connections.values())
             entries = [
                 (c.session.device_id, self.gateway_id, c.session.session_id, c.session.group_key)
-                for c in self.connections.values()
+                for c in conns
             ]
+            details = [self._details(c.session) for c in conns]
             try:
                 for i in range(0, len(entries), 500):
                     await asyncio.wait_for(
-                        self.presence.heartbeat_many(entries[i : i + 500]), interval
+                        self.presence.heartbeat_many(entries[i : i + 500], details[i : i + 500]),
+                        interval,
                     )
             except Exception as exc:
                 logger.warning("presence heartbeat failed: {}", exc)

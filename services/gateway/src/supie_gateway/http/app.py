@@ -6,10 +6,15 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import PlainTextResponse
 
+from ..console import console_router, live_router
 from .context import HttpContext
+from .devices import devices_router
+from .export import export_router
 from .health import health_router
 from .meetings import meetings_router
 from .ota import ota_router
+from .search import search_router
+from .tasks import tasks_router
 from .workflow import workflow_router
 
 __all__ = ["build_app"]
@@ -28,8 +33,14 @@ def build_app(ctx: HttpContext) -> FastAPI:
         allow_headers=["*"],
     )
     app.include_router(ota_router(ctx))
+    app.include_router(search_router(ctx))  # before meetings: /search is not a session id
     app.include_router(meetings_router(ctx))
+    app.include_router(export_router(ctx))
     app.include_router(workflow_router(ctx))
+    app.include_router(tasks_router(ctx))
+    app.include_router(devices_router(ctx))
+    app.include_router(console_router(ctx))
+    app.include_router(live_router(ctx))
     app.include_router(health_router(ctx))
 
     @app.get("/", include_in_schema=False)
