@@ -1,0 +1,343 @@
+"""Per-device coding state in Redis: the log buffer, the run's stats, idempotency, the insight
+schedule. Every replica reads and writes the same keys, so any replica can take any message and
+a restart loses nothing.
+
+Keys of one device share the hash tag ``{d:<device>}`` and every Lua call names all its keys in
+``KEYS`` (Redis Cluster accepts each script):
+
+- ``supie:coding:{d:<dev>}:lines``   LIST of JSON entries, the last ``history_max_lines``
+- ``supie:coding:{d:<dev>}:state``   HASH: ``seq`` (entries ever appended), ``iseq`` (entries
+  covered by the last insight), ``due`` (ms when the next insight is due, 0 = none), the run
+  (``gen``, ``running``, ``phase``, ``started_at``, counts, last step), the summary state and
+  the snapshot it is written from, ``last_sha`` (of the last insight sent), ``group``
+- ``supie:coding:{d:<dev>}:seen``    ZSET message_id -> ms: ids applied within the retry window
+- ``supie:coding:{d:<dev>}:summary`` LIST: the buffer as it was at ``stop``
+- ``supie:coding:{d:<dev>}:lock``    who is writing this device's insight now (SET NX PX)
+
+plus one index, ``supie:coding:due`` (ZSET device -> due ms), in its own slot and never in a
+script with device keys. Appenders only ever lower an index score (``ZADD LT``); the runner,
+holding the device's lock, rewrites it from the device's ``due`` after removing it, so a schedule
+written concurrently is never lost (see :meth:`CodingState.settle`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+
+from .signals import LogLine
+
+__all__ = ["Applied", "Claim", "CodingKeys", "CodingState"]
+
+SEEN_WINDOW_MS = 10 * 60 * 1000  # the gateway retries a message for 30 s; keep ids far longer
+SEEN_CAP = 4096
+STATE_TTL_S = 7 * 24 * 3600  # a device silent for a week starts afresh
+
+
+class CodingKeys:
+    DUE = "supie:coding:due"
+
+    @staticmethod
+    def _tag(device_id: str) -> str:
+        return f"supie:coding:{{d:{device_id}}}"
+
+    @classmethod
+    def lines(cls, device_id: str) -> str:
+        return cls._tag(device_id) + ":lines"
+
+    @classmethod
+    def state(cls, device_id: str) -> str:
+        return cls._tag(device_id) + ":state"
+
+    @classmethod
+    def seen(cls, device_id: str) -> str:
+        return cls._tag(device_id) + ":seen"
+
+    @classmethod
+    def summary(cls, device_id: str) -> str:
+        return cls._tag(device_id) + ":summary"
+
+    @classmethod
+    def lock(cls, device_id: str) -> str:
+        return cls._tag(device_id) + ":lock"
+
+
+# KEYS: lines, state, seen, summary
+# ARGV: message_id, now, op, entry, max_lines, seen_window_ms, seen_cap, due_candidate, level,
+#       value (step name / phase), status (step), group, summaries (1/0), ttl_s
+# -> {applied 0|1, due written by this call (0 = unchanged), summary scheduled 0|1}
+_APPLY = """
+local now = tonumber(ARGV[2])
+local st = KEYS[2]
+if ARGV[1] ~= '' then
+  if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+    return {0, tonumber(redis.call('HGET', st, 'due') or '0'), 0}
+  end
+  redis.call('ZADD', KEYS[3], now, ARGV[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
+  local n = redis.call('ZCARD', KEYS[3])
+  local cap = tonumber(ARGV[7])
+  if n > cap then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - cap - 1) end
+  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+end
+local op = ARGV[3]
+local seq = redis.call('HGET', st, 'seq') or '0'
+local written = 0
+local summary = 0
+if ARGV[12] ~= '' then redis.call('HSET', st, 'group', ARGV[12]) end
+if op == 'start' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HINCRBY', st, 'gen', 1)
+  redis.call('HSET', st, 'running', '1', 'phase', 'running', 'started_at', now,
+    'errors', 0, 'warns', 0, 'lines', 0, 'step', '', 'step_status', '',
+    'iseq', seq, 'due', 0, 'last_sha', '')
+elseif op == 'clear' then
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', st, 'errors', 0, 'warns', 0, 'lines', 0, 'iseq', seq, 'due', 0,
+    'last_sha', '')
+elseif op == 'mode_end' then
+  redis.call('HSET', st, 'running', '0', 'phase', 'idle')
+elseif op == 'stop' then
+  redis.call('HSET', st, 'running', '0', 'stopped_at', now)
+  local gen = redis.call('HGET', st, 'gen') or '0'
+  if ARGV[13] == '1' and redis.call('HGET', st, 'summary_gen') ~= gen
+     and redis.call('HGET', st, 'summary_of') ~= gen then
+    redis.call('DEL', KEYS[4])
+    redis.call('COPY', KEYS[1], KEYS[4])
+    local f = redis.call('HMGET', st, 'phase', 'errors', 'warns', 'lines', 'step',
+      'step_status', 'started_at', 'group')
+    redis.call('HSET', st, 'summary', 'pending', 'summary_of', gen,
+      's_phase', f[1] or '', 's_errors', f[2] or 0, 's_warns', f[3] or 0, 's_lines', f[4] or 0,
+      's_step', f[5] or '', 's_step_status', f[6] or '', 's_started_at', f[7] or '',
+      's_stopped_at', now, 'iseq', seq, 'due', now)
+    redis.call('EXPIRE', KEYS[4], ARGV[14])
+    written = now
+    summary = 1
+  end
+else
+  if ARGV[4] ~= '' then
+    redis.call('RPUSH', KEYS[1], ARGV[4])
+    redis.call('LTRIM', KEYS[1], -tonumber(ARGV[5]), -1)
+    redis.call('HINCRBY', st, 'seq', 1)
+    redis.call('HINCRBY', st, 'lines', 1)
+  end
+  if ARGV[9] == 'error' then
+    redis.call('HINCRBY', st, 'errors', 1)
+  elseif ARGV[9] == 'warn' then
+    redis.call('HINCRBY', st, 'warns', 1)
+  end
+  if op == 'step' then
+    redis.call('HSET', st, 'step', ARGV[10], 'step_status', ARGV[11])
+  elseif op == 'phase' then
+    redis.call('HSET', st, 'phase', ARGV[10])
+  end
+  if redis.call('HEXISTS', st, 'running') == 0 then
+    redis.call('HSET', st, 'running', '1', 'phase', 'running', 'started_at', now)
+  end
+  local cand = tonumber(ARGV[8])
+  if cand > 0 then
+    local due = tonumber(redis.call('HGET', st, 'due') or '0')
+    if due == 0 or cand < due then
+      redis.call('HSET', st, 'due', cand)
+      written = cand
+    end
+  end
+end
+redis.call('EXPIRE', st, ARGV[14])
+redis.call('EXPIRE', KEYS[1], ARGV[14])
+return {1, written, summary}
+"""
+
+_RUN_FIELDS = (
+    "seq",
+    "last_sha",
+    "phase",
+    "running",
+    "errors",
+    "warns",
+    "lines",
+    "step",
+    "step_status",
+    "started_at",
+    "group",
+)
+_SUMMARY_FIELDS = (
+    "s_phase",
+    "s_errors",
+    "s_warns",
+    "s_lines",
+    "s_step",
+    "s_step_status",
+    "s_started_at",
+    "s_stopped_at",
+    "group",
+)
+
+# KEYS: state, lines, summary   ARGV: now
+# -> {"summary", fields..., entries} | {"insight", fields..., entries} | {"later", due} | {"none"}
+_CLAIM = (
+    """
+local st = KEYS[1]
+local now = tonumber(ARGV[1])
+if redis.call('HGET', st, 'summary') == 'pending' then
+  local of = redis.call('HGET', st, 'summary_of')
+  redis.call('HSET', st, 'summary', 'sent', 'summary_gen', of)
+  local f = redis.call('HMGET', st, """
+    + ", ".join(f"'{name}'" for name in _SUMMARY_FIELDS)
+    + """)
+  return {'summary', f, redis.call('LRANGE', KEYS[3], 0, -1)}
+end
+local seq = tonumber(redis.call('HGET', st, 'seq') or '0')
+local iseq = tonumber(redis.call('HGET', st, 'iseq') or '0')
+local due = tonumber(redis.call('HGET', st, 'due') or '0')
+if seq <= iseq then
+  if due ~= 0 then redis.call('HSET', st, 'due', 0) end
+  return {'none'}
+end
+if due > now then return {'later', tostring(due)} end
+redis.call('HSET', st, 'due', 0)
+local f = redis.call('HMGET', st, """
+    + ", ".join(f"'{name}'" for name in _RUN_FIELDS)
+    + """)
+return {'insight', f, redis.call('LRANGE', KEYS[2], 0, -1)}
+"""
+)
+
+# KEYS: state   ARGV: seq covered, sha of what was sent ('' = unchanged)
+_FINISH = """
+local iseq = tonumber(redis.call('HGET', KEYS[1], 'iseq') or '0')
+if tonumber(ARGV[1]) > iseq then redis.call('HSET', KEYS[1], 'iseq', ARGV[1]) end
+if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'last_sha', ARGV[2]) end
+return 1
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    applied: bool  # False: a repeated message_id (nothing changed)
+    due_written: int  # the due time this call scheduled (0: none, or unchanged)
+    summary: bool  # a summary is now pending
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    kind: str  # "summary" | "insight" | "later" | "none"
+    fields: dict[str, str] = field(default_factory=dict)
+    lines: list[LogLine] = field(default_factory=list)
+    due: int = 0
+
+    def int_of(self, name: str) -> int:
+        try:
+            return int(self.fields.get(name) or 0)
+        except ValueError:
+            return 0
+
+
+def _entries(raw: list[Any]) -> list[LogLine]:
+    out: list[LogLine] = []
+    for item in raw:
+        try:
+            out.append(LogLine.from_dict(json.loads(item)))
+        except (ValueError, TypeError, AttributeError):
+            continue  # a damaged entry costs one line, not the insight
+    return out
+
+
+def encode_entry(line: LogLine) -> str:
+    return json.dumps(line.as_dict(), ensure_ascii=False, separators=(",", ":"))
+
+
+class CodingState:
+    def __init__(self, redis: Redis, *, max_lines: int) -> None:
+        self.redis = redis
+        self.max_lines = max_lines
+        self._apply = redis.register_script(_APPLY)
+        self._claim = redis.register_script(_CLAIM)
+        self._finish = redis.register_script(_FINISH)
+
+    async def apply(
+        self,
+        device_id: str,
+        message_id: str,
+        op: str,
+        now_ms: int,
+        *,
+        entry: LogLine | None = None,
+        due_ms: int = 0,
+        value: str = "",
+        status: str = "",
+        group: str = "",
+        summaries: bool = True,
+    ) -> Applied:
+        """Apply one event at most once per ``message_id`` (atomically with the append)."""
+        keys = [
+            CodingKeys.lines(device_id),
+            CodingKeys.state(device_id),
+            CodingKeys.seen(device_id),
+            CodingKeys.summary(device_id),
+        ]
+        args: list[str | int] = [
+            message_id,
+            now_ms,
+            op,
+            encode_entry(entry) if entry is not None else "",
+            self.max_lines,
+            SEEN_WINDOW_MS,
+            SEEN_CAP,
+            due_ms,
+            entry.level if entry is not None else "",
+            value,
+            status,
+            group,
+            "1" if summaries else "0",
+            STATE_TTL_S,
+        ]
+        applied, written, summary = await self._apply(keys=keys, args=args)
+        return Applied(bool(int(applied)), int(written), bool(int(summary)))
+
+    async def schedule(self, device_id: str, due_ms: int) -> None:
+        """Make sure the index holds the device no later than ``due_ms`` (only ever lowers)."""
+        await self.redis.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True)
+
+    async def due_devices(self, now_ms: int, limit: int) -> list[str]:
+        found = await self.redis.zrangebyscore(CodingKeys.DUE, "-inf", now_ms, start=0, num=limit)
+        return [str(d) for d in found]
+
+    async def claim(self, device_id: str, now_ms: int) -> Claim:
+        keys = [
+            CodingKeys.state(device_id),
+            CodingKeys.lines(device_id),
+            CodingKeys.summary(device_id),
+        ]
+        reply = await self._claim(keys=keys, args=[now_ms])
+        kind = str(reply[0])
+        if kind == "later":
+            return Claim("later", due=int(reply[1]))
+        if kind == "none":
+            return Claim("none")
+        names = _SUMMARY_FIELDS if kind == "summary" else _RUN_FIELDS
+        fields = {n: ("" if v is None else str(v)) for n, v in zip(names, reply[1], strict=True)}
+        return Claim(kind, fields=fields, lines=_entries(reply[2]))
+
+    async def finish(self, device_id: str, seq: int, sha: str) -> None:
+        await self._finish(keys=[CodingKeys.state(device_id)], args=[seq, sha])
+
+    async def settle(self, device_id: str) -> None:
+        """Rewrite the device's index entry from its ``due`` (called by the lock holder).
+
+        Remove first, then read: an appender whose script ran before the read is seen here and
+        re-added; one whose script runs after it adds its own entry after our removal."""
+        await self.redis.zrem(CodingKeys.DUE, device_id)
+        due = int(await self.redis.hget(CodingKeys.state(device_id), "due") or 0)
+        if due:
+            await self.redis.zadd(CodingKeys.DUE, {device_id: due})
+
+    async def stats(self, device_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(CodingKeys.state(device_id))
+        return {str(k): str(v) for k, v in raw.items()}
+
+    async def lines(self, device_id: str) -> list[LogLine]:
+        return _entries(await self.redis.lrange(CodingKeys.lines(device_id), 0, -1))
