@@ -44,7 +44,7 @@ from supie_common.contracts import (
 from supie_common.contracts.device import (
     CodingAck,
     CodingError,
-    CodingMessage,
+    DeviceMessage,
     ErrorCode,
     describe_validation_error,
     to_frame,
@@ -65,7 +65,7 @@ MAX_RUNS = 64  # insights being written at once per replica
 SCAN_INTERVAL_S = 0.1
 SCAN_BATCH = 256
 RUNS_PER_LOCK = 4  # claims per lock hold (new lines may be due again when one is sent)
-_CODING = TypeAdapter(CodingMessage)
+_DEVICE_MESSAGE = TypeAdapter(DeviceMessage)  # errors located the way the gateway does
 _STORE_ERRORS = (RedisError, OSError, ConnectionError, TimeoutError)
 
 
@@ -116,6 +116,7 @@ class CodingService(Service[CodingSettings]):
             await self.nc.subscribe(Subjects.MODE_CHANGED, queue=q, cb=self._on_mode_changed),
         ]
         self.spawn(self._scan_loop(), "coding-scan", critical=True)
+        await self.nc.flush()  # subscribed at the server before anyone is told we are up
 
     async def on_stop(self) -> None:
         for sub in self._subs:
@@ -255,7 +256,7 @@ class CodingService(Service[CodingSettings]):
                 await msg.respond(encode(InboundReply(error="malformed DeviceInbound")))
             return
         try:
-            _CODING.validate_python(loose.message)
+            _DEVICE_MESSAGE.validate_python(loose.message)
             field, text = "message", "message: not a coding message"
         except ValidationError as exc:
             field, text = describe_validation_error(exc, device_union=True)
