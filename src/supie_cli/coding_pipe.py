@@ -92,25 +92,28 @@ class PipeResult:
 class _Window:
     """At most ``size`` coding messages unanswered; every ack or error frees one slot."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
         self.free = asyncio.Semaphore(size)
         self.pending = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     async def take(self) -> None:
-        await asyncio.wait_for(self.free.acquire(), ACK_TIMEOUT_S)
+        await asyncio.wait_for(self.free.acquire(), self.timeout_s)
         self.pending += 1
+        self.idle.clear()
 
     def answered(self) -> None:
         if self.pending:
             self.pending -= 1
             self.free.release()
+        if not self.pending:
+            self.idle.set()
 
     async def drain(self) -> None:
-        while self.pending:
-            await self.take()
-            self.pending -= 1
-            self.free.release()
-            await asyncio.sleep(0)
+        """Until every message sent was answered (TimeoutError past the timeout)."""
+        await asyncio.wait_for(self.idle.wait(), self.timeout_s)
 
 
 async def _reader(
@@ -144,11 +147,12 @@ async def pipe_lines(
     wait_s: float = 5.0,
     echo: Callable[[str], None] | None = None,
     show: Callable[[dict[str, Any]], None] | None = None,
+    ack_timeout_s: float = ACK_TIMEOUT_S,
 ) -> PipeResult:
     """Send ``lines`` as the badge ``device_id``; ``exit_code()`` (called after the last line)
     gives the status of the step when known. Waits up to ``wait_s`` for the summary."""
     result = PipeResult()
-    window = _Window(WINDOW)
+    window = _Window(WINDOW, ack_timeout_s)
     client = DeviceClient(url, device_id, token=token)
     await client.connect()
     reader: asyncio.Task[None] | None = None
