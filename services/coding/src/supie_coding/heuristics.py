@@ -47,6 +47,7 @@ _FAILURES = frozenset(
     }
 )
 _PER_KIND = 3  # at most this many findings of one kind in the insight list
+_ROOT_CAUSE_FIRST = frozenset({Kind.COMPILE_ERROR, Kind.IMPORT_ERROR, Kind.BUILD_FAILED})
 # import name -> the distribution pip installs it from, where they differ
 _PIP_NAMES = {
     "yaml": "pyyaml",
@@ -163,7 +164,10 @@ class _Writer:
     def ordered_insights(self) -> list[str]:
         out: list[str] = []
         for kind in _PRIORITY:
-            out += self.insights.get(kind, [])[:_PER_KIND]
+            found = self.insights.get(kind, [])
+            # The first compile or import error is the root cause; of failing tests, crashes,
+            # timeouts the newest are the news of a live stream.
+            out += found[:_PER_KIND] if kind in _ROOT_CAUSE_FIRST else found[-_PER_KIND:]
         return out
 
 
@@ -452,6 +456,7 @@ def _lint(w: _Writer, findings: list[Signal]) -> None:
 
 
 def _successes(w: _Writer, ok: list[Signal], has_counts: bool) -> None:
+    ok = sorted(ok, key=lambda s: s.index)
     tools = list(dict.fromkeys(s.tool for s in ok if s.tool != "step"))
     steps = [s.subject for s in ok if s.tool == "step" and s.subject]
     if tools:
@@ -534,7 +539,7 @@ def local_insight(
     """The four lists for ``signals`` (from :func:`extract_all` over ``lines``)."""
     live = current(signals)
     by_kind: defaultdict[Kind, list[Signal]] = defaultdict(list)
-    for s in live:
+    for s in sorted(live, key=lambda s: s.index):
         by_kind[s.kind].append(s)
     state = outcome(live, stats)
     texts = [line.text for line in lines]

@@ -67,6 +67,12 @@ SCAN_BATCH = 256
 RUNS_PER_LOCK = 4  # claims per lock hold (new lines may be due again when one is sent)
 _DEVICE_MESSAGE = TypeAdapter(DeviceMessage)  # errors located the way the gateway does
 _STORE_ERRORS = (RedisError, OSError, ConnectionError, TimeoutError)
+# The acks never change: built once (every log line gets one).
+_ACKS = {
+    op: InboundReply.of(CodingAck(event=op))
+    for op in ("start", "stop", "clear", "phase", "log", "step")
+}
+_ACK_BYTES = {op: encode(reply) for op, reply in _ACKS.items()}
 
 
 class _LooseInbound(Envelope):
@@ -109,6 +115,7 @@ class CodingService(Service[CodingSettings]):
             raise RuntimeError("the coding service needs Redis: set redis.url")
         self._state = CodingState(self.redis, max_lines=self.settings.coding.history_max_lines)
         self._presence = Presence(self.redis, ttl_s=self.settings.server.presence_ttl_s)
+        self.spawn(self._state.batcher.run(), "coding-redis-batches", critical=True)
         q = Queues.CODING
         self._subs = [
             await self.nc.subscribe(Subjects.CODING_INBOUND, queue=q, cb=self._on_inbound),
@@ -158,9 +165,11 @@ class CodingService(Service[CodingSettings]):
     async def _on_text(self, msg: Msg) -> None:
         await self._take(self._text, msg)
 
-    async def _answer(self, msg: Msg, device_id: str | None, reply: InboundReply) -> None:
+    async def _answer(
+        self, msg: Msg, device_id: str | None, reply: InboundReply, data: bytes | None = None
+    ) -> None:
         if msg.reply:
-            await msg.respond(encode(reply))
+            await msg.respond(data or encode(reply))
         elif device_id:  # published without a reply subject: frames go the other way
             for frame in reply.frames:
                 await self._publish(device_id, frame)
@@ -190,7 +199,7 @@ class CodingService(Service[CodingSettings]):
         if applied is None:
             return
         self.counts["events"] += 1
-        await self._answer(msg, device, InboundReply.of(CodingAck(event=event.op)))
+        await self._answer(msg, device, _ACKS[event.op], _ACK_BYTES[event.op])
         if applied and cfg.insight_enabled and (event.immediate or event.op == "stop"):
             if self._reserve(device):
                 await self._run(device)
@@ -255,6 +264,7 @@ class CodingService(Service[CodingSettings]):
             if msg.reply:
                 await msg.respond(encode(InboundReply(error="malformed DeviceInbound")))
             return
+        field: str | None
         try:
             _DEVICE_MESSAGE.validate_python(loose.message)
             field, text = "message", "message: not a coding message"
@@ -283,6 +293,10 @@ class CodingService(Service[CodingSettings]):
         failing = False
         while True:
             await asyncio.sleep(SCAN_INTERVAL_S)
+            if self.stopping:
+                # A cancellation can be swallowed by the Redis client on its way here; the loop
+                # must end anyway, or stop() waits for it forever.
+                raise asyncio.CancelledError
             if not self.settings.coding.insight_enabled:
                 continue
             try:

@@ -27,7 +27,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 
+from .batch import Batcher
 from .signals import LogLine
 
 __all__ = ["Applied", "Claim", "CodingKeys", "CodingState"]
@@ -215,6 +217,9 @@ return 1
 """
 
 
+_SCRIPTS = {"apply": _APPLY, "claim": _CLAIM, "finish": _FINISH}
+
+
 @dataclass(frozen=True, slots=True)
 class Applied:
     applied: bool  # False: a repeated message_id (nothing changed)
@@ -251,12 +256,22 @@ def encode_entry(line: LogLine) -> str:
 
 
 class CodingState:
+    """Every call goes through one :class:`Batcher` (run its :meth:`Batcher.run` as a task)."""
+
     def __init__(self, redis: Redis, *, max_lines: int) -> None:
         self.redis = redis
         self.max_lines = max_lines
-        self._apply = redis.register_script(_APPLY)
-        self._claim = redis.register_script(_CLAIM)
-        self._finish = redis.register_script(_FINISH)
+        self.batcher = Batcher(redis)
+        self._scripts = {name: redis.register_script(src) for name, src in _SCRIPTS.items()}
+
+    async def _script(self, name: str, keys: list[str], args: list[str | int]) -> Any:
+        script = self._scripts[name]
+        numkeys = len(keys)
+        try:
+            return await self.batcher.call(lambda p: p.evalsha(script.sha, numkeys, *keys, *args))
+        except NoScriptError:  # a restarted or flushed Redis: load it, then once more
+            await self.redis.script_load(script.script)
+            return await self.batcher.call(lambda p: p.evalsha(script.sha, numkeys, *keys, *args))
 
     async def apply(
         self,
@@ -295,12 +310,12 @@ class CodingState:
             "1" if summaries else "0",
             STATE_TTL_S,
         ]
-        applied, written, summary = await self._apply(keys=keys, args=args)
+        applied, written, summary = await self._script("apply", keys, args)
         return Applied(bool(int(applied)), int(written), bool(int(summary)))
 
     async def schedule(self, device_id: str, due_ms: int) -> None:
         """Make sure the index holds the device no later than ``due_ms`` (only ever lowers)."""
-        await self.redis.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True)
+        await self.batcher.call(lambda p: p.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True))
 
     async def due_devices(self, now_ms: int, limit: int) -> list[str]:
         found = await self.redis.zrangebyscore(CodingKeys.DUE, "-inf", now_ms, start=0, num=limit)
@@ -312,7 +327,7 @@ class CodingState:
             CodingKeys.lines(device_id),
             CodingKeys.summary(device_id),
         ]
-        reply = await self._claim(keys=keys, args=[now_ms])
+        reply = await self._script("claim", keys, [now_ms])
         kind = str(reply[0])
         if kind == "later":
             return Claim("later", due=int(reply[1]))
@@ -323,7 +338,7 @@ class CodingState:
         return Claim(kind, fields=fields, lines=_entries(reply[2]))
 
     async def finish(self, device_id: str, seq: int, sha: str) -> None:
-        await self._finish(keys=[CodingKeys.state(device_id)], args=[seq, sha])
+        await self._script("finish", [CodingKeys.state(device_id)], [seq, sha])
 
     async def settle(self, device_id: str) -> None:
         """Rewrite the device's index entry from its ``due`` (called by the lock holder).

@@ -15,7 +15,7 @@ from .body import InsightBody, Limits
 from .config import CodingSettings
 from .heuristics import RunStats, key_facts, local_insight, outcome
 from .llm import LlmClients, LlmRejected, build_prompt, judge, parse_body
-from .signals import Signal, extract_all
+from .signals import EXTRACTORS, LogLine, Signal, combine
 from .state import Claim
 
 __all__ = ["Written", "InsightWriter", "limits_for"]
@@ -76,6 +76,17 @@ def _prompt_stats(stats: RunStats, signals: list[Signal]) -> dict[str, object]:
     }
 
 
+async def _extract(lines: list[LogLine]) -> list[Signal]:
+    """The extractors one at a time, yielding to the loop between them: each takes a fraction
+    of a millisecond over a full buffer, so messages keep flowing while an insight is written
+    (a worker thread would buy nothing: the regexes hold the GIL)."""
+    found: list[list[Signal]] = []
+    for extractor in EXTRACTORS:
+        found.append(extractor(lines))
+        await asyncio.sleep(0)
+    return combine(found)
+
+
 class InsightWriter:
     def __init__(self, settings: CodingSettings, clients: LlmClients) -> None:
         self.settings = settings
@@ -98,8 +109,8 @@ class InsightWriter:
         stats = _stats(claim, summary=summary)
         limits = limits_for(self.settings, summary=summary)
         lines = claim.lines
-        # CPU-bound (regexes over up to history_max_lines lines): off the event loop
-        signals, local = await asyncio.to_thread(self._local, lines, stats, limits, summary)
+        signals = await _extract(lines)
+        local = local_insight(lines, signals, stats, limits, summary=summary)
         body, source, fallback = local, "local", ""
         chosen = self.provider()
         if chosen is not None:
@@ -120,13 +131,6 @@ class InsightWriter:
             next_steps=body.next_steps,
         )
         return Written(message, source, fallback, claim.int_of("seq"))
-
-    @staticmethod
-    def _local(
-        lines: list, stats: RunStats, limits: Limits, summary: bool
-    ) -> tuple[list[Signal], InsightBody]:
-        signals = extract_all(lines)
-        return signals, local_insight(lines, signals, stats, limits, summary=summary)
 
     async def _ask(
         self,

@@ -25,7 +25,7 @@ from . import (
 )
 from .model import Kind, LogLine, Signal, short_path
 
-__all__ = ["EXTRACTORS", "Kind", "LogLine", "Signal", "extract_all", "short_path"]
+__all__ = ["EXTRACTORS", "Kind", "LogLine", "Signal", "combine", "extract_all", "short_path"]
 
 EXTRACTORS: tuple[Callable[[Sequence[LogLine]], list[Signal]], ...] = (
     build.extract,
@@ -45,10 +45,15 @@ _ORDER = {kind: n for n, kind in enumerate(Kind)}
 
 def extract_all(lines: Sequence[LogLine]) -> list[Signal]:
     """Every signal in ``lines``, de-duplicated, sorted by seriousness then position."""
+    return combine([extractor(lines) for extractor in EXTRACTORS])
+
+
+def combine(found: Sequence[list[Signal]]) -> list[Signal]:
+    """The extractors' results (in :data:`EXTRACTORS` order) as :func:`extract_all` returns them."""
     seen: set[tuple[str, str, str, str, int | None, str]] = set()
     out: list[Signal] = []
-    for extractor in EXTRACTORS:
-        for signal in extractor(lines):
+    for signals in found:
+        for signal in signals:
             if signal.key not in seen:
                 seen.add(signal.key)
                 out.append(signal)
