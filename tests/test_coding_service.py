@@ -26,7 +26,7 @@ from supie_coding.config import CodingSettings
 from supie_coding.llm import LlmClients
 from supie_coding.normalize import normalize_text
 from supie_coding.service import CodingService
-from supie_coding.state import CodingKeys
+from supie_coding.state import CodingKeys, decode_entry
 from supie_common.contracts import (
     DeviceInbound,
     DeviceOutbound,
@@ -702,7 +702,7 @@ async def test_a_replica_killed_mid_stream_loses_no_line(
         await b.log(text, guess_level(text))
         sent.append(text)
     stored = await redis.lrange(CodingKeys.lines(b.device_id), 0, -1)
-    assert [json.loads(e)["t"] for e in stored] == sent  # every line once, in order
+    assert [decode_entry(e).text for e in stored] == sent  # every line once, in order
     await b.event("stop")
     await wait_until(lambda: b.of("summary"), what="the summary from the survivor")
     assert "60 lines" in b.of("summary")[0]["insights"][0]

@@ -70,7 +70,10 @@ def clip(text: str, limit: int = ITEM_MAX_CHARS) -> str:
 
 
 def _norm(text: str) -> str:
-    return _SPACE.sub(" ", text).strip().casefold()
+    return " ".join(text.split()).casefold()
+
+
+_PROBE = 8  # the long lines are indexed by their first characters
 
 
 class EchoGuard:
@@ -78,13 +81,25 @@ class EchoGuard:
 
     def __init__(self, lines: Sequence[str]) -> None:
         self.exact = {_norm(line) for line in lines if line.strip()}
-        self.long = [n for n in self.exact if len(n) >= ECHO_MIN_CHARS and " " in n]
+        # Indexed by their first characters: an item is checked against the few lines that
+        # could start at each of its positions instead of against every line.
+        self.by_head: dict[str, list[str]] = {}
+        for n in self.exact:
+            if len(n) >= ECHO_MIN_CHARS and " " in n:
+                self.by_head.setdefault(n[:_PROBE], []).append(n)
 
     def __call__(self, item: str) -> bool:
         n = _norm(item)
         if n in self.exact:
             return True
-        return any(line in n for line in self.long if len(line) <= len(n))
+        heads = self.by_head
+        if not heads:
+            return False
+        for i in range(len(n) - ECHO_MIN_CHARS + 1):
+            candidates = heads.get(n[i : i + _PROBE])
+            if candidates and any(n.startswith(line, i) for line in candidates):
+                return True
+        return False
 
 
 def echoes(item: str, lines: Sequence[str]) -> bool:
@@ -93,9 +108,9 @@ def echoes(item: str, lines: Sequence[str]) -> bool:
     return EchoGuard(lines)(item)
 
 
-def finish(body: InsightBody, lines: Sequence[str], limits: Limits) -> InsightBody:
+def finish(body: InsightBody, lines: Sequence[str] | EchoGuard, limits: Limits) -> InsightBody:
     """Clip, de-duplicate (across all four lists), drop echoes of ``lines``, apply the limits."""
-    guard = EchoGuard(lines)
+    guard = lines if isinstance(lines, EchoGuard) else EchoGuard(lines)
     seen: set[str] = set()
 
     def clean(items: list[str], limit: int) -> list[str]:

@@ -484,7 +484,8 @@ def _fill(w: _Writer, signals: list[Signal], stats: RunStats, state: str) -> Non
                 f"{_plural(stats.errors, 'error line')} so far, none of a known kind",
             )
         elif stats.lines:
-            w.insight(Kind.NOTE, f"{_plural(stats.lines, 'line')} so far, no errors found")
+            # no line count here: an unchanged insight is not resent to the badge
+            w.insight(Kind.NOTE, "No errors so far")
         else:
             w.insight(Kind.NOTE, "No output yet")
         if stats.step:
@@ -542,8 +543,8 @@ def local_insight(
     for s in sorted(live, key=lambda s: s.index):
         by_kind[s.kind].append(s)
     state = outcome(live, stats)
-    texts = [line.text for line in lines]
-    w = _Writer(EchoGuard(texts))
+    guard = EchoGuard([line.text for line in lines])
+    w = _Writer(guard)
     if Kind.OOM in by_kind:
         _oom(w, by_kind[Kind.OOM][0], by_kind.get(Kind.BUILD_FAILED, []))
     if Kind.COMPILE_ERROR in by_kind:
@@ -580,7 +581,7 @@ def local_insight(
     if summary:
         insights = _summary_head(w, list(live), stats, state) + insights
     body = InsightBody(insights=insights, risks=w.risks, actions=w.actions, next_steps=w.next_steps)
-    return finish(body, texts, limits)
+    return finish(body, guard, limits)
 
 
 def key_facts(signals: Sequence[Signal], limit: int = 5) -> list[str]:

@@ -18,14 +18,15 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)
 _FENCE = re.compile(r"(?:```|~~~)[A-Za-z0-9_+.-]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACE = re.compile(r"\s+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def cut(text: str, max_len: int) -> str:
     """At most ``max_len`` code points; a lone surrogate (not valid UTF-8) is dropped first."""
     if len(text) > max_len:
         text = text[:max_len].rstrip()
-    if any("\ud800" <= ch <= "\udfff" for ch in text):
-        text = "".join(ch for ch in text if not "\ud800" <= ch <= "\udfff")
+    if not text.isascii() and _SURROGATE.search(text):
+        text = _SURROGATE.sub("", text)
     return text
 
 

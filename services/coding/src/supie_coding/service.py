@@ -50,12 +50,11 @@ from supie_common.contracts.device import (
     to_frame,
 )
 from supie_common.service import Service
-from supie_common.store import Lease, Presence
 
 from .config import CodingSettings
 from .events import Event, SchemaInvalid, event_of, note_event
 from .llm import LlmClients
-from .state import CodingKeys, CodingState
+from .state import CodingState
 from .writer import InsightWriter, Written
 
 __all__ = ["CodingService"]
@@ -97,7 +96,6 @@ class CodingService(Service[CodingSettings]):
         self.clients = llm_clients or LlmClients()
         self.writer = InsightWriter(settings, self.clients)
         self._state: CodingState | None = None
-        self._presence: Presence | None = None
         self._subs: list[Subscription] = []
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: set[asyncio.Task[Any]] = set()
@@ -114,7 +112,6 @@ class CodingService(Service[CodingSettings]):
         if self.redis is None:
             raise RuntimeError("the coding service needs Redis: set redis.url")
         self._state = CodingState(self.redis, max_lines=self.settings.coding.history_max_lines)
-        self._presence = Presence(self.redis, ttl_s=self.settings.server.presence_ttl_s)
         self.spawn(self._state.batcher.run(), "coding-redis-batches", critical=True)
         q = Queues.CODING
         self._subs = [
@@ -248,7 +245,11 @@ class CodingService(Service[CodingSettings]):
             if result.due_written:
                 await self.state.schedule(device, result.due_written)
         except _STORE_ERRORS as exc:
-            logger.warning("coding store unavailable ({}); asking for a retry", type(exc).__name__)
+            logger.warning(
+                "coding store unavailable ({}: {}); asking for a retry",
+                type(exc).__name__,
+                str(exc)[:200],
+            )
             if msg.reply:
                 reply = InboundReply(retry=True, error="coding store unavailable")
                 await msg.respond(encode(reply))
@@ -324,9 +325,9 @@ class CodingService(Service[CodingSettings]):
         """Write whatever is due for ``device`` (reserved with :meth:`_reserve`) unless another
         replica holds its lock."""
         ttl_ms = int((self.settings.coding.llm_timeout_s + 10) * 1000)
-        lock = Lease(self.state.redis, CodingKeys.lock(device), ttl_ms, holder=self.instance_id)
+        holder = self.instance_id
         try:
-            if not await lock.acquire():
+            if not await self.state.lock(device, holder, ttl_ms):
                 return
             try:
                 for _ in range(RUNS_PER_LOCK):
@@ -347,7 +348,7 @@ class CodingService(Service[CodingSettings]):
                     if claim.kind == "insight":
                         await self.state.finish(device, written.seq, sha)
             finally:
-                await lock.release()
+                await self.state.unlock(device, holder)
                 await self.state.settle(device)
         except _STORE_ERRORS as exc:
             # The schedule stays in the index: the next scan retries.
@@ -394,13 +395,15 @@ class CodingService(Service[CodingSettings]):
         return sha
 
     async def _peers(self, device: str, group: str) -> list[str]:
-        if not group or self._presence is None:
+        """The other badges of the group a gateway saw within the presence TTL."""
+        if not group:
             return []
+        since = now_ms() - self.settings.server.presence_ttl_s * 1000
         try:
-            online = await self._presence.online_in_group(group)
+            online = await self.state.online(group, since)
         except _STORE_ERRORS:
             return []
-        return [d for d in online if d != device]
+        return sorted(d for d in online if d != device)
 
     async def _publish(self, device: str, frame: str) -> None:
         await self.nc.publish(Subjects.device_out(device), encode(DeviceOutbound(frame=frame)))

@@ -5,7 +5,8 @@ a restart loses nothing.
 Keys of one device share the hash tag ``{d:<device>}`` and every Lua call names all its keys in
 ``KEYS`` (Redis Cluster accepts each script):
 
-- ``supie:coding:{d:<dev>}:lines``   LIST of JSON entries, the last ``history_max_lines``
+- ``supie:coding:{d:<dev>}:lines``   LIST of entries (``level US kind US name US status US text``,
+  US = the unit separator, which normalised text never holds), the last ``history_max_lines``
 - ``supie:coding:{d:<dev>}:state``   HASH: ``seq`` (entries ever appended), ``iseq`` (entries
   covered by the last insight), ``due`` (ms when the next insight is due, 0 = none), the run
   (``gen``, ``running``, ``phase``, ``started_at``, counts, last step), the summary state and
@@ -22,17 +23,17 @@ written concurrently is never lost (see :meth:`CodingState.settle`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError
+from supie_common.store import K
 
 from .batch import Batcher
 from .signals import LogLine
 
-__all__ = ["Applied", "Claim", "CodingKeys", "CodingState"]
+__all__ = ["Applied", "Claim", "CodingKeys", "CodingState", "decode_entry", "encode_entry"]
 
 SEEN_WINDOW_MS = 10 * 60 * 1000  # the gateway retries a message for 30 s; keep ids far longer
 SEEN_CAP = 4096
@@ -68,28 +69,37 @@ class CodingKeys:
 
 
 # KEYS: lines, state, seen, summary
-# ARGV: message_id, now, op, entry, max_lines, seen_window_ms, seen_cap, due_candidate, level,
-#       value (step name / phase), status (step), group, summaries (1/0), ttl_s
+# ARGV: message_id, entry, and the rest joined with US (fewer arguments: packing each costs the
+#       client more than the script costs Redis): now, op, max_lines, seen_window_ms, seen_cap,
+#       due_candidate, level, value (step name / phase), status (step), group, summaries (1/0),
+#       ttl_s. Below they are V[2], V[3], V[5]..V[14] (V[1] message_id, V[4] entry).
 # -> {applied 0|1, due written by this call (0 = unchanged), summary scheduled 0|1}
 _APPLY = """
-local now = tonumber(ARGV[2])
+local V = {ARGV[1], '', '', ARGV[2]}
+local slots = {2, 3, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14}
+local n = 0
+for field in string.gmatch(ARGV[3], '([^\\31]*)\\31') do
+  n = n + 1
+  V[slots[n]] = field
+end
+local now = tonumber(V[2])
 local st = KEYS[2]
-if ARGV[1] ~= '' then
-  if redis.call('ZSCORE', KEYS[3], ARGV[1]) then
+if V[1] ~= '' then
+  if redis.call('ZSCORE', KEYS[3], V[1]) then
     return {0, tonumber(redis.call('HGET', st, 'due') or '0'), 0}
   end
-  redis.call('ZADD', KEYS[3], now, ARGV[1])
-  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(ARGV[6]))
+  redis.call('ZADD', KEYS[3], now, V[1])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now - tonumber(V[6]))
   local n = redis.call('ZCARD', KEYS[3])
-  local cap = tonumber(ARGV[7])
+  local cap = tonumber(V[7])
   if n > cap then redis.call('ZREMRANGEBYRANK', KEYS[3], 0, n - cap - 1) end
-  redis.call('PEXPIRE', KEYS[3], ARGV[6])
+  redis.call('PEXPIRE', KEYS[3], V[6])
 end
-local op = ARGV[3]
+local op = V[3]
 local seq = redis.call('HGET', st, 'seq') or '0'
 local written = 0
 local summary = 0
-if ARGV[12] ~= '' then redis.call('HSET', st, 'group', ARGV[12]) end
+if V[12] ~= '' then redis.call('HSET', st, 'group', V[12]) end
 if op == 'start' then
   redis.call('DEL', KEYS[1])
   redis.call('HINCRBY', st, 'gen', 1)
@@ -105,7 +115,7 @@ elseif op == 'mode_end' then
 elseif op == 'stop' then
   redis.call('HSET', st, 'running', '0', 'stopped_at', now)
   local gen = redis.call('HGET', st, 'gen') or '0'
-  if ARGV[13] == '1' and redis.call('HGET', st, 'summary_gen') ~= gen
+  if V[13] == '1' and redis.call('HGET', st, 'summary_gen') ~= gen
      and redis.call('HGET', st, 'summary_of') ~= gen then
     redis.call('DEL', KEYS[4])
     redis.call('COPY', KEYS[1], KEYS[4])
@@ -115,31 +125,31 @@ elseif op == 'stop' then
       's_phase', f[1] or '', 's_errors', f[2] or 0, 's_warns', f[3] or 0, 's_lines', f[4] or 0,
       's_step', f[5] or '', 's_step_status', f[6] or '', 's_started_at', f[7] or '',
       's_stopped_at', now, 'iseq', seq, 'due', now)
-    redis.call('EXPIRE', KEYS[4], ARGV[14])
+    redis.call('EXPIRE', KEYS[4], V[14])
     written = now
     summary = 1
   end
 else
-  if ARGV[4] ~= '' then
-    redis.call('RPUSH', KEYS[1], ARGV[4])
-    redis.call('LTRIM', KEYS[1], -tonumber(ARGV[5]), -1)
+  if V[4] ~= '' then
+    redis.call('RPUSH', KEYS[1], V[4])
+    redis.call('LTRIM', KEYS[1], -tonumber(V[5]), -1)
     redis.call('HINCRBY', st, 'seq', 1)
     redis.call('HINCRBY', st, 'lines', 1)
   end
-  if ARGV[9] == 'error' then
+  if V[9] == 'error' then
     redis.call('HINCRBY', st, 'errors', 1)
-  elseif ARGV[9] == 'warn' then
+  elseif V[9] == 'warn' then
     redis.call('HINCRBY', st, 'warns', 1)
   end
   if op == 'step' then
-    redis.call('HSET', st, 'step', ARGV[10], 'step_status', ARGV[11])
+    redis.call('HSET', st, 'step', V[10], 'step_status', V[11])
   elseif op == 'phase' then
-    redis.call('HSET', st, 'phase', ARGV[10])
+    redis.call('HSET', st, 'phase', V[10])
   end
   if redis.call('HEXISTS', st, 'running') == 0 then
     redis.call('HSET', st, 'running', '1', 'phase', 'running', 'started_at', now)
   end
-  local cand = tonumber(ARGV[8])
+  local cand = tonumber(V[8])
   if cand > 0 then
     local due = tonumber(redis.call('HGET', st, 'due') or '0')
     if due == 0 or cand < due then
@@ -148,8 +158,8 @@ else
     end
   end
 end
-redis.call('EXPIRE', st, ARGV[14])
-redis.call('EXPIRE', KEYS[1], ARGV[14])
+redis.call('EXPIRE', st, V[14])
+redis.call('EXPIRE', KEYS[1], V[14])
 return {1, written, summary}
 """
 
@@ -217,7 +227,11 @@ return 1
 """
 
 
-_SCRIPTS = {"apply": _APPLY, "claim": _CLAIM, "finish": _FINISH}
+_UNLOCK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+_SCRIPTS = {"apply": _APPLY, "claim": _CLAIM, "finish": _FINISH, "unlock": _UNLOCK}
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,18 +255,26 @@ class Claim:
             return 0
 
 
+_US = "\x1f"  # never in normalised text (control characters are stripped)
+
+
 def _entries(raw: list[Any]) -> list[LogLine]:
     out: list[LogLine] = []
     for item in raw:
-        try:
-            out.append(LogLine.from_dict(json.loads(item)))
-        except (ValueError, TypeError, AttributeError):
-            continue  # a damaged entry costs one line, not the insight
+        parts = str(item).split(_US, 4)
+        if len(parts) == 5:  # a damaged entry costs one line, not the insight
+            out.append(LogLine(parts[4], parts[0], parts[1], parts[2], parts[3]))
     return out
 
 
 def encode_entry(line: LogLine) -> str:
-    return json.dumps(line.as_dict(), ensure_ascii=False, separators=(",", ":"))
+    """One buffered entry (cheap to split back: an insight reads up to 200 of them)."""
+    return _US.join((line.level, line.kind, line.name, line.status, line.text))
+
+
+def decode_entry(raw: str) -> LogLine | None:
+    found = _entries([raw])
+    return found[0] if found else None
 
 
 class CodingState:
@@ -294,11 +316,9 @@ class CodingState:
             CodingKeys.seen(device_id),
             CodingKeys.summary(device_id),
         ]
-        args: list[str | int] = [
-            message_id,
+        rest = (
             now_ms,
             op,
-            encode_entry(entry) if entry is not None else "",
             self.max_lines,
             SEEN_WINDOW_MS,
             SEEN_CAP,
@@ -306,9 +326,14 @@ class CodingState:
             entry.level if entry is not None else "",
             value,
             status,
-            group,
+            group.replace(_US, " "),
             "1" if summaries else "0",
             STATE_TTL_S,
+        )
+        args: list[str | int] = [
+            message_id,
+            encode_entry(entry) if entry is not None else "",
+            "".join(f"{v}{_US}" for v in rest),
         ]
         applied, written, summary = await self._script("apply", keys, args)
         return Applied(bool(int(applied)), int(written), bool(int(summary)))
@@ -345,10 +370,28 @@ class CodingState:
 
         Remove first, then read: an appender whose script ran before the read is seen here and
         re-added; one whose script runs after it adds its own entry after our removal."""
-        await self.redis.zrem(CodingKeys.DUE, device_id)
-        due = int(await self.redis.hget(CodingKeys.state(device_id), "due") or 0)
+        await self.batcher.call(lambda p: p.zrem(CodingKeys.DUE, device_id))
+        due = int(
+            await self.batcher.call(lambda p: p.hget(CodingKeys.state(device_id), "due")) or 0
+        )
         if due:
-            await self.redis.zadd(CodingKeys.DUE, {device_id: due})
+            await self.batcher.call(lambda p: p.zadd(CodingKeys.DUE, {device_id: due}))
+
+    async def lock(self, device_id: str, holder: str, ttl_ms: int) -> bool:
+        """Take the device's insight lock (SET NX PX)."""
+        key = CodingKeys.lock(device_id)
+        return bool(await self.batcher.call(lambda p: p.set(key, holder, nx=True, px=ttl_ms)))
+
+    async def unlock(self, device_id: str, holder: str) -> None:
+        """Release the lock if it is still ours."""
+        await self._script("unlock", [CodingKeys.lock(device_id)], [holder])
+
+    async def online(self, group_key: str, since_ms: int) -> list[str]:
+        """Devices of a group seen by a gateway since ``since_ms`` (the presence index the
+        gateways maintain; read only)."""
+        key = K.group(group_key)
+        found = await self.batcher.call(lambda p: p.zrangebyscore(key, since_ms, "+inf"))
+        return [str(d) for d in found]
 
     async def stats(self, device_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(CodingKeys.state(device_id))

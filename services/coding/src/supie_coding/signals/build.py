@@ -15,37 +15,45 @@ FAILED_STATUSES = frozenset(
 )
 OK_STATUSES = frozenset({"ok", "success", "succeeded", "pass", "passed", "done", "green", "0"})
 
-_FAILED: tuple[tuple[str, re.Pattern[str]], ...] = (
+# (tool, a substring every match contains: the cheap test first, pattern)
+_FAILED: tuple[tuple[str, str, re.Pattern[str]], ...] = (
     (
         "make",
+        "***",
         re.compile(r"^(?:g?make(?:\[\d+\])?): \*\*\* \[(?:[^\]:]+:\d+: )?([^\]]+)\] Error (\d+)"),
     ),
-    ("cargo", re.compile(r"^error: could not compile `([^`]+)`")),
+    ("cargo", "could not compile", re.compile(r"^error: could not compile `([^`]+)`")),
     (
         "npm",
+        "npm ",
         re.compile(
             r"^npm (?:ERR!|error) (?:Lifecycle script `?([\w:-]+)`? failed|code (ELIFECYCLE))"
         ),
     ),
-    ("gradle", re.compile(r"^(?:FAILURE: Build failed with an exception|BUILD FAILED)")),
-    ("maven", re.compile(r"^\[ERROR\] (?:BUILD FAILURE|Failed to execute goal)")),
-    ("ninja", re.compile(r"^ninja: build stopped: subcommand failed")),
-    ("webpack", re.compile(r"(?:webpack .*compiled with (\d+) errors?|^Failed to compile\.?$)")),
-    ("tsc", re.compile(r"^Found (\d+) errors? in (\d+) files?\.?$")),
+    ("gradle", "FAIL", re.compile(r"^(?:FAILURE: Build failed with an exception|BUILD FAILED)")),
+    ("maven", "[ERROR]", re.compile(r"^\[ERROR\] (?:BUILD FAILURE|Failed to execute goal)")),
+    ("ninja", "ninja", re.compile(r"^ninja: build stopped: subcommand failed")),
+    (
+        "webpack",
+        "ompile",
+        re.compile(r"(?:webpack .*compiled with (\d+) errors?|^Failed to compile\.?$)"),
+    ),
+    ("tsc", "Found ", re.compile(r"^Found (\d+) errors? in (\d+) files?\.?$")),
     (
         "ci",
+        "exit",
         re.compile(r"(?:Process completed with exit code|exited with (?:code|status)) ([1-9]\d*)"),
     ),
-    ("go", re.compile(r"^FAIL (\S+/\S+)(?: \[build failed\]| [\d.]+s)")),
+    ("go", "FAIL ", re.compile(r"^FAIL (\S+/\S+)(?: \[build failed\]| [\d.]+s)")),
 )
-_OK: tuple[tuple[str, re.Pattern[str]], ...] = (
-    ("cargo", re.compile(r"^Finished `?(?:dev|release|test|bench)`? (?:profile )?\[")),
-    ("gradle", re.compile(r"^BUILD SUCCESSFUL")),
-    ("maven", re.compile(r"^\[INFO\] BUILD SUCCESS")),
-    ("webpack", re.compile(r"compiled successfully")),
-    ("vite", re.compile(r"^✓ built in ")),
-    ("dotnet", re.compile(r"^Build succeeded\.?")),
-    ("docker", re.compile(r"^Successfully built [0-9a-f]+")),
+_OK: tuple[tuple[str, str, re.Pattern[str]], ...] = (
+    ("cargo", "Finished", re.compile(r"^Finished `?(?:dev|release|test|bench)`? (?:profile )?\[")),
+    ("gradle", "BUILD SUCCESSFUL", re.compile(r"^BUILD SUCCESSFUL")),
+    ("maven", "BUILD SUCCESS", re.compile(r"^\[INFO\] BUILD SUCCESS")),
+    ("webpack", "compiled successfully", re.compile(r"compiled successfully")),
+    ("vite", "built in", re.compile(r"^✓ built in ")),
+    ("dotnet", "Build succeeded", re.compile(r"^Build succeeded\.?")),
+    ("docker", "Successfully built", re.compile(r"^Successfully built [0-9a-f]+")),
 )
 
 
@@ -64,8 +72,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
         text = entry.text
         if not text or entry.kind != "log":
             continue
-        for tool, pattern in _FAILED:
-            if m := pattern.search(text):
+        for tool, gate, pattern in _FAILED:
+            if gate in text and (m := pattern.search(text)):
                 subject = next((g for g in m.groups() if g and not g.isdigit()), "")
                 code = next((g for g in m.groups() if g and g.isdigit()), "")
                 out.append(
@@ -73,8 +81,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
                 )
                 break
         else:
-            for tool, pattern in _OK:
-                if pattern.search(text):
+            for tool, gate, pattern in _OK:
+                if gate in text and pattern.search(text):
                     out.append(Signal(Kind.BUILD_OK, tool=tool, index=i))
                     break
     return out

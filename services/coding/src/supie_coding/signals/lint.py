@@ -36,6 +36,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
         text = entry.text
         if not text or entry.kind != "log":
             continue
+        if ":" not in text and text[0] not in "✖/" and "." not in text:
+            continue  # every finding, summary and eslint file line has one of these
         if m := _RUFF.match(text):
             out.append(
                 Signal(

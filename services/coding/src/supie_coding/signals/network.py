@@ -44,7 +44,10 @@ _HOSTS = (
     re.compile(r"host='([^']+)', port=(\d+)"),
     re.compile(r"https?://([^/\s:'\"]+)(?::(\d+))?"),
 )
-_GATE = ("onnect", "resol", "ENOT", "ECONN", "unreachable", "UNREACH", "route to", "ertif", "x509")
+_GATE = re.compile(
+    r"onnect|resol|ENOT|ECONN|unreachable|UNREACH|route to|ertif|x509|such host|EAI_AGAIN|EPIPE"
+    r"|Broken pipe| 50[234] "
+)
 
 
 def _host(text: str) -> str:
@@ -61,7 +64,7 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
         text = entry.text
         if not text or entry.kind != "log":
             continue
-        if not any(g in text for g in _GATE) and " 50" not in text and "such host" not in text:
+        if not _GATE.search(text):
             continue
         if "timed out" in text or "Timeout" in text:
             continue
