@@ -300,6 +300,18 @@ async def test_store_down_asks_the_gateway_to_retry(
     assert reply.retry and reply.frames == []
 
 
+async def test_a_redis_that_lost_its_scripts_is_served_anyway(
+    make_coding: Any, badge: Badge, redis: Redis
+) -> None:
+    svc = await make_coding()
+    await badge.log("before the flush")
+    await redis.script_flush()  # what a restarted Redis without persistence looks like
+    assert (await badge.log("after the flush")).frames == [to_frame(CodingAck(event="log"))]
+    await badge.log("error: and an immediate one", "error")
+    texts = [line.text for line in await svc.state.lines(badge.device_id)]
+    assert texts == ["before the flush", "after the flush", "error: and an immediate one"]
+
+
 async def test_mode_end_ends_the_run(make_coding: Any, badge: Badge, nc: NATS) -> None:
     svc = await make_coding()
     await badge.event("start")
@@ -624,10 +636,8 @@ async def test_a_bad_llm_answer_falls_back_to_local(
     fake = FakeLlm()
     fake.answer = lambda body: answer
     frame = await run_with_llm(make_coding, badge, fake)
-    assert (
-        "test_login_rejects_bad_password failed at tests/test_auth.py line 31"
-        in frame["insights"][0]
-    )
+    local = "test_login_rejects_bad_password failed at tests/test_auth.py line 31"
+    assert any(item.startswith(local) for item in frame["insights"]), frame
 
 
 async def test_a_slow_or_failing_llm_falls_back_to_local(make_coding: Any, badge: Badge) -> None:
@@ -645,7 +655,7 @@ async def test_a_slow_or_failing_llm_falls_back_to_local(make_coding: Any, badge
     fake.answer = slow_then_500
     t0 = time.monotonic()
     frame = await run_with_llm(make_coding, badge, fake)
-    assert "test_login_rejects_bad_password" in frame["insights"][0]
+    assert "test_login_rejects_bad_password" in " ".join(frame["insights"])
     assert time.monotonic() - t0 < 20
 
 

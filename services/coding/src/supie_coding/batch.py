@@ -7,19 +7,26 @@ flushed as one non-transactional pipeline they share both. Each command stays at
 a device: the gateway hands a device's messages over one at a time.
 
 A few flushers run at once, so a slow round trip does not hold up the queue behind it.
+
+Callers either await a reply (:meth:`Batcher.call`) or hand over a continuation that the flusher
+runs with it (:meth:`Batcher.submit`): the hot path (a log line) then needs no task of its own.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from loguru import logger
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError
 
-__all__ = ["Batcher", "BatcherStopped"]
+__all__ = ["Batcher", "BatcherStopped", "Then"]
+
+# A continuation: (reply, error) -> None, or an awaitable the flusher awaits (e.g. a publish).
+Then = Callable[[Any, BaseException | None], Awaitable[None] | None]
 
 MAX_BATCH = 256
 FLUSHERS = 4
@@ -35,18 +42,31 @@ class Batcher:
     def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:
         self.redis = redis
         self.max_batch = max_batch
-        self._queue: list[tuple[Callable[[Pipeline], Any], asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Callable[[Pipeline], Any], Then]] = []
         self._ready = asyncio.Event()
         self._running = False
 
-    async def call(self, add: Callable[[Pipeline], Any]) -> Any:
-        """Queue one command (``add`` puts exactly one on the pipeline) and wait for its reply;
-        a Redis error for this command is raised here."""
+    def submit(self, add: Callable[[Pipeline], Any], then: Then) -> None:
+        """Queue one command (``add`` puts exactly one on the pipeline); ``then(reply, error)``
+        runs in the flusher once it is answered (keep it short: it delays the batch's others)."""
         if not self._running:
             raise BatcherStopped("the Redis batcher is not running")
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((add, future))
+        self._queue.append((add, then))
         self._ready.set()
+
+    async def call(self, add: Callable[[Pipeline], Any]) -> Any:
+        """Queue one command and wait for its reply; a Redis error for it is raised here."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+
+        def then(reply: Any, error: BaseException | None) -> None:
+            if future.done():
+                return
+            if error is not None:
+                future.set_exception(error)
+            else:
+                future.set_result(reply)
+
+        self.submit(add, then)
         return await future
 
     async def run(self) -> None:
@@ -60,9 +80,9 @@ class Batcher:
             for worker in workers:
                 worker.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            for _, future in self._queue:
-                if not future.done():
-                    future.cancel()
+            queued, self._queue = self._queue, []
+            for _, then in queued:
+                _run_then(then, None, BatcherStopped("the Redis batcher stopped"))
 
     async def _flusher(self) -> None:
         while True:
@@ -76,20 +96,26 @@ class Batcher:
             try:
                 results = await pipe.execute(raise_on_error=False)
             except asyncio.CancelledError:
-                for _, future in batch:
-                    future.cancel()
+                for _, then in batch:
+                    _run_then(then, None, BatcherStopped("the Redis batcher stopped"))
                 raise
             except Exception as exc:  # the connection failed: every caller learns it
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
+                results = [exc] * len(batch)
             finally:
                 await pipe.reset()
-            for (_, future), result in zip(batch, results, strict=True):
-                if future.done():
-                    continue
-                if isinstance(result, Exception):
-                    future.set_exception(result)
-                else:
-                    future.set_result(result)
+            for (_, then), result in zip(batch, results, strict=True):
+                error = result if isinstance(result, Exception) else None
+                pending = _run_then(then, None if error else result, error)
+                if pending is not None:
+                    try:
+                        await pending
+                    except Exception:
+                        logger.exception("coding: a Redis reply's continuation failed")
+
+
+def _run_then(then: Then, reply: Any, error: BaseException | None) -> Awaitable[None] | None:
+    try:
+        return then(reply, error)
+    except Exception:
+        logger.exception("coding: a Redis reply's continuation failed")
+        return None

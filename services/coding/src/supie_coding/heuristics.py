@@ -166,8 +166,12 @@ class _Writer:
         for kind in _PRIORITY:
             found = self.insights.get(kind, [])
             # The first compile or import error is the root cause; of failing tests, crashes,
-            # timeouts the newest are the news of a live stream.
-            out += found[:_PER_KIND] if kind in _ROOT_CAUSE_FIRST else found[-_PER_KIND:]
+            # timeouts the newest are the news of a live stream (newest first: the list may
+            # be cut after it).
+            if kind in _ROOT_CAUSE_FIRST:
+                out += found[:_PER_KIND]
+            else:
+                out += reversed(found[-_PER_KIND:])
         return out
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,7 @@ from loguru import logger
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ConfigDict, TypeAdapter, ValidationError
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 from supie_common.bus import parse
 from supie_common.contracts import (
     DeviceInbound,
@@ -44,6 +45,7 @@ from supie_common.contracts import (
 from supie_common.contracts.device import (
     CodingAck,
     CodingError,
+    CodingLog,
     DeviceMessage,
     ErrorCode,
     describe_validation_error,
@@ -51,10 +53,11 @@ from supie_common.contracts.device import (
 )
 from supie_common.service import Service
 
+from .batch import BatcherStopped
 from .config import CodingSettings
 from .events import Event, SchemaInvalid, event_of, note_event
 from .llm import LlmClients
-from .state import CodingState
+from .state import Applied, CodingState
 from .writer import InsightWriter, Written
 
 __all__ = ["CodingService"]
@@ -72,6 +75,7 @@ _ACKS = {
     for op in ("start", "stop", "clear", "phase", "log", "step")
 }
 _ACK_BYTES = {op: encode(reply) for op, reply in _ACKS.items()}
+_RETRY_BYTES = encode(InboundReply(retry=True, error="coding store unavailable"))
 
 
 class _LooseInbound(Envelope):
@@ -113,6 +117,10 @@ class CodingService(Service[CodingSettings]):
             raise RuntimeError("the coding service needs Redis: set redis.url")
         self._state = CodingState(self.redis, max_lines=self.settings.coding.history_max_lines)
         self.spawn(self._state.batcher.run(), "coding-redis-batches", critical=True)
+        try:
+            await self._state.load_scripts()
+        except _STORE_ERRORS as exc:  # loaded on first use instead (NOSCRIPT path)
+            logger.warning("coding: Redis not reachable at start ({})", type(exc).__name__)
         q = Queues.CODING
         self._subs = [
             await self.nc.subscribe(Subjects.CODING_INBOUND, queue=q, cb=self._on_inbound),
@@ -145,10 +153,10 @@ class CodingService(Service[CodingSettings]):
         return {"in_flight": len(self._in_flight), "writing": len(self._busy), **self.counts}
 
     # -- intake --------------------------------------------------------------------------------
-    async def _take(self, handler: Any, msg: Msg) -> None:
+    async def _take(self, handler: Any, msg: Msg, *args: Any) -> None:
         # Waiting here (not in a task) makes the subscription itself wait: bounded memory.
         await self._slots.acquire()
-        task = self.spawn(handler(msg), "coding-message")
+        task = self.spawn(handler(msg, *args), "coding-message")
         self._in_flight.add(task)
         task.add_done_callback(self._taken)
 
@@ -157,7 +165,74 @@ class CodingService(Service[CodingSettings]):
         self._slots.release()
 
     async def _on_inbound(self, msg: Msg) -> None:
-        await self._take(self._inbound, msg)
+        try:
+            inbound = DeviceInbound.model_validate_json(msg.data)
+        except ValidationError:
+            await self._take(self._malformed, msg)
+            return
+        message = inbound.message
+        if (
+            isinstance(message, CodingLog)
+            and message.level != "error"
+            and msg.reply
+            and self._state is not None
+        ):
+            await self._slots.acquire()
+            if self._fast_log(msg, inbound, message):
+                return
+            self._slots.release()
+        await self._take(self._inbound, msg, inbound)
+
+    def _fast_log(self, msg: Msg, inbound: DeviceInbound, message: CodingLog) -> bool:
+        """A log line that asks for no insight now (the bulk of the traffic): applied and
+        answered by continuations run by the Redis batcher, without a task of its own. False:
+        take the general path (holding the slot the caller took)."""
+        cfg = self.settings.coding
+        try:
+            event = event_of(message, cfg.per_message_max_len)
+        except SchemaInvalid:
+            return False
+        assert event.entry is not None and self._state is not None
+        device = inbound.device_id
+        now = now_ms()
+        due = now + cfg.debounce_ms if cfg.insight_enabled else 0
+        group = inbound.group_key or self.settings.workflow.group_of(device)
+        state = self._state
+
+        def answer(data: bytes) -> Awaitable[None]:
+            self._slots.release()
+            return msg.respond(data)
+
+        def store_failed(error: BaseException) -> Awaitable[None] | None:
+            if isinstance(error, NoScriptError):  # Redis lost its scripts: the general path
+                self._slots.release()  # reloads them (a task: the flusher must not wait here)
+                self.spawn(self._inbound(msg, inbound), "coding-message")
+                return None
+            logger.warning(
+                "coding store unavailable ({}); asking for a retry", type(error).__name__
+            )
+            return answer(_RETRY_BYTES)
+
+        def scheduled(_reply: Any, error: BaseException | None) -> Awaitable[None] | None:
+            if error is not None:
+                return store_failed(error)
+            return answer(_ACK_BYTES["log"])
+
+        def applied(result: Applied | None, error: BaseException | None) -> Awaitable[None] | None:
+            if error is not None or result is None:
+                return store_failed(error or RuntimeError("no reply"))
+            self.counts["events"] += result.applied
+            if result.due_written:
+                # the schedule is in the index before the ack (see _apply)
+                state.submit_schedule(device, result.due_written, scheduled)
+                return None
+            return answer(_ACK_BYTES["log"])
+
+        try:
+            state.submit_apply(device, inbound.message_id, now, event.entry, due, group, applied)
+        except BatcherStopped:
+            return False
+        return True
 
     async def _on_text(self, msg: Msg) -> None:
         await self._take(self._text, msg)
@@ -171,12 +246,7 @@ class CodingService(Service[CodingSettings]):
             for frame in reply.frames:
                 await self._publish(device_id, frame)
 
-    async def _inbound(self, msg: Msg) -> None:
-        try:
-            inbound = DeviceInbound.model_validate_json(msg.data)
-        except ValidationError:
-            await self._malformed(msg)
-            return
+    async def _inbound(self, msg: Msg, inbound: DeviceInbound) -> None:
         message = inbound.message
         if message.type != "coding":
             error = CodingError(

@@ -23,6 +23,7 @@ written concurrently is never lost (see :meth:`CodingState.settle`).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -258,6 +259,11 @@ class Claim:
 _US = "\x1f"  # never in normalised text (control characters are stripped)
 
 
+def _applied(reply: Any) -> Applied:
+    applied, written, summary = reply
+    return Applied(bool(int(applied)), int(written), bool(int(summary)))
+
+
 def _entries(raw: list[Any]) -> list[LogLine]:
     out: list[LogLine] = []
     for item in raw:
@@ -286,6 +292,11 @@ class CodingState:
         self.batcher = Batcher(redis)
         self._scripts = {name: redis.register_script(src) for name, src in _SCRIPTS.items()}
 
+    async def load_scripts(self) -> None:
+        """Load every script now (the hot path calls them by sha only)."""
+        for script in self._scripts.values():
+            await self.redis.script_load(script.script)
+
     async def _script(self, name: str, keys: list[str], args: list[str | int]) -> Any:
         script = self._scripts[name]
         numkeys = len(keys)
@@ -310,6 +321,55 @@ class CodingState:
         summaries: bool = True,
     ) -> Applied:
         """Apply one event at most once per ``message_id`` (atomically with the append)."""
+        keys, args = self._apply_call(
+            device_id, message_id, op, now_ms, entry, due_ms, value, status, group, summaries
+        )
+        return _applied(await self._script("apply", keys, args))
+
+    def submit_apply(
+        self,
+        device_id: str,
+        message_id: str,
+        now_ms: int,
+        entry: LogLine,
+        due_ms: int,
+        group: str,
+        then: Callable[[Applied | None, BaseException | None], Awaitable[None] | None],
+    ) -> None:
+        """:meth:`apply` for a log line, answered through ``then`` (the hot path: no task)."""
+        keys, args = self._apply_call(
+            device_id, message_id, "log", now_ms, entry, due_ms, "", "", group, True
+        )
+        sha = self._scripts["apply"].sha
+
+        def done(reply: Any, error: BaseException | None) -> Awaitable[None] | None:
+            if error is not None:
+                return then(None, error)
+            return then(_applied(reply), None)
+
+        self.batcher.submit(lambda p: p.evalsha(sha, 4, *keys, *args), done)
+
+    def submit_schedule(
+        self,
+        device_id: str,
+        due_ms: int,
+        then: Callable[[Any, BaseException | None], Awaitable[None] | None],
+    ) -> None:
+        self.batcher.submit(lambda p: p.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True), then)
+
+    def _apply_call(
+        self,
+        device_id: str,
+        message_id: str,
+        op: str,
+        now_ms: int,
+        entry: LogLine | None,
+        due_ms: int,
+        value: str,
+        status: str,
+        group: str,
+        summaries: bool,
+    ) -> tuple[list[str], list[str | int]]:
         keys = [
             CodingKeys.lines(device_id),
             CodingKeys.state(device_id),
@@ -335,8 +395,7 @@ class CodingState:
             encode_entry(entry) if entry is not None else "",
             "".join(f"{v}{_US}" for v in rest),
         ]
-        applied, written, summary = await self._script("apply", keys, args)
-        return Applied(bool(int(applied)), int(written), bool(int(summary)))
+        return keys, args
 
     async def schedule(self, device_id: str, due_ms: int) -> None:
         """Make sure the index holds the device no later than ``due_ms`` (only ever lowers)."""
