@@ -82,7 +82,7 @@ class Batcher:
             await asyncio.gather(*workers, return_exceptions=True)
             queued, self._queue = self._queue, []
             for _, then in queued:
-                _run_then(then, None, BatcherStopped("the Redis batcher stopped"))
+                _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
 
     async def _flusher(self) -> None:
         while True:
@@ -97,7 +97,7 @@ class Batcher:
                 results = await pipe.execute(raise_on_error=False)
             except asyncio.CancelledError:
                 for _, then in batch:
-                    _run_then(then, None, BatcherStopped("the Redis batcher stopped"))
+                    _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
                 raise
             except Exception as exc:  # the connection failed: every caller learns it
                 results = [exc] * len(batch)
@@ -111,6 +111,12 @@ class Batcher:
                         await pending
                     except Exception:
                         logger.exception("coding: a Redis reply's continuation failed")
+
+
+def _abandon(pending: Awaitable[None] | None) -> None:
+    """Stopping: a continuation's follow-up (a reply) is not awaited any more."""
+    if pending is not None and hasattr(pending, "close"):
+        pending.close()
 
 
 def _run_then(then: Then, reply: Any, error: BaseException | None) -> Awaitable[None] | None:

@@ -104,6 +104,9 @@ class CodingService(Service[CodingSettings]):
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._in_flight: set[asyncio.Task[Any]] = set()
         self._busy: set[str] = set()  # devices whose insight this replica is writing
+        self._fast_pending = 0  # log lines on the task-free path, not answered yet
+        self._fast_idle = asyncio.Event()
+        self._fast_idle.set()
         self.counts = {"events": 0, "notes": 0, "insights": 0, "summaries": 0, "suppressed": 0}
 
     @property
@@ -136,10 +139,15 @@ class CodingService(Service[CodingSettings]):
                 await sub.unsubscribe()
             except Exception as exc:
                 logger.debug("unsubscribe: {}", exc)
+        # Messages already taken get their answer; anything not answered is retried by the
+        # gateway elsewhere (same message_id: applied once).
+        deadline = time.monotonic() + 5.0
+        try:
+            await asyncio.wait_for(self._fast_idle.wait(), 5.0)
+        except TimeoutError:
+            logger.warning("coding: {} log lines unanswered at stop", self._fast_pending)
         if self._in_flight:
-            # Messages already taken get their answer; anything not answered is retried by the
-            # gateway elsewhere (same message_id: applied once).
-            await asyncio.wait(set(self._in_flight), timeout=5.0)
+            await asyncio.wait(set(self._in_flight), timeout=max(deadline - time.monotonic(), 0.1))
         await self.clients.clear()
 
     async def on_config(self, old: CodingSettings, new: CodingSettings, keys: list[str]) -> None:
@@ -200,12 +208,14 @@ class CodingService(Service[CodingSettings]):
         state = self._state
 
         def answer(data: bytes) -> Awaitable[None]:
-            self._slots.release()
+            self._fast_finished()
             return msg.respond(data)
 
         def store_failed(error: BaseException) -> Awaitable[None] | None:
-            if isinstance(error, NoScriptError):  # Redis lost its scripts: the general path
-                self._slots.release()  # reloads them (a task: the flusher must not wait here)
+            if isinstance(error, NoScriptError):
+                # Redis lost its scripts: the general path reloads them (in a task of its own:
+                # the flusher running this must not wait)
+                self._fast_finished()
                 self.spawn(self._inbound(msg, inbound), "coding-message")
                 return None
             logger.warning(
@@ -232,7 +242,15 @@ class CodingService(Service[CodingSettings]):
             state.submit_apply(device, inbound.message_id, now, event.entry, due, group, applied)
         except BatcherStopped:
             return False
+        self._fast_pending += 1
+        self._fast_idle.clear()
         return True
+
+    def _fast_finished(self) -> None:
+        self._slots.release()
+        self._fast_pending -= 1
+        if not self._fast_pending:
+            self._fast_idle.set()
 
     async def _on_text(self, msg: Msg) -> None:
         await self._take(self._text, msg)
