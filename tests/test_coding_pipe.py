@@ -255,7 +255,6 @@ async def test_an_unreachable_gateway_is_a_clear_error(tmp_path: Path) -> None:
 # -- the whole path ------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(reason="needs the new gateway (request/reply forwarding of coding messages)")
 async def test_pipe_to_a_badge_through_gateway_and_coding(
     make_gateway: Any, nats_url: str, redis_url: str, tmp_path: Path, asr_owner: set[str]
 ) -> None:
