@@ -309,7 +309,10 @@ async def test_a_redis_outage_answers_retry_and_loses_nothing(
     valkey.start()
     try:
         await replicas(
-            spawn_service, nc, 1, {"SUPIE_REDIS__URL": valkey.url, "SUPIE_REDIS__MAX_OUTAGE_S": "60"}
+            spawn_service,
+            nc,
+            1,
+            {"SUPIE_REDIS__URL": valkey.url, "SUPIE_REDIS__MAX_OUTAGE_S": "60"},
         )
         badge = await Badge(nc).listen()
         m = await badge.start()

@@ -8,6 +8,11 @@ twice), and at most ``max_pending`` items waiting for the next push. The request
 utterance) is recorded with the change in one Lua call, so a retry is stored once and answered
 the same way. Nothing is created here: without an active meeting the answer is
 ``NO_ACTIVE_MEETING``.
+
+What happens over a limit depends on who can wait: a snippet or typed text over the rate or the
+pending cap is dropped and the badge is told (``dropped``/``reason``, or ``RATE_LIMITED``); a
+spoken sentence is never dropped: the answer is ``retry`` and the router redelivers it later
+(JetStream), which slows the device down without losing what was said.
 """
 
 from __future__ import annotations
@@ -91,10 +96,14 @@ class Intake:
             tag=TYPED_TEXT_TAG if typed else ASR_TAG,
             utteranceId=t.utterance_id[:128],
         )
-        reply = await self._take(
-            t.device_id, f"u:{t.utterance_id}", [_Item(seg, typed)], t.meeting_id, None
+        return await self._take(
+            t.device_id,
+            f"u:{t.utterance_id}",
+            [_Item(seg, typed)],
+            t.meeting_id,
+            None,
+            wait=not typed,
         )
-        return reply
 
     async def _take(
         self,
@@ -103,7 +112,10 @@ class Intake:
         items: Sequence[_Item],
         meeting_id: str | None,
         phase: str | None,
+        *,
+        wait: bool = False,
     ) -> InboundReply:
+        """``wait``: over a limit, ask for a retry instead of dropping (speech)."""
         cfg = self.config()
         now = now_ms()
         resolved = await self.state.resolve(
@@ -120,6 +132,8 @@ class Intake:
         if resolved.kind == "none" or resolved.meeting_id is None:
             return _no_meeting(phase)
         m = resolved.meeting_id
+        if resolved.kind == "rate" and wait:
+            return InboundReply(retry=True, error="rate limited: try again later")
         if resolved.kind == "rate":
             logger.warning("device {}: over {} items/s, dropped", device, cfg.snippets_per_second)
             return InboundReply(
@@ -141,7 +155,10 @@ class Intake:
             max_pending=cfg.max_pending,
             dedup_ms=cfg.dedup_window_s * 1000,
             rate_dropped=len(items) - len(allowed),
+            whole=wait,
         )
+        if res.kind == "full":
+            return InboundReply(retry=True, error="too many items waiting for a push")
         if res.kind == "missing":
             return _no_meeting(phase)
         if res.kind == "ok":

@@ -45,9 +45,10 @@ return {'active', ARGV[3], 1}
 
 # KEYS: meta, segments, seen, dedup.
 # ARGV: device_id, now, max_pending (-1: none), dedup_ms (0: none), seen_id ('' = none),
-#       rate_dropped, then pairs (text digest or '', segment json).
+#       rate_dropped, whole ('1': store all items or none), then pairs (text digest or '',
+#       segment json).
 # Outcome "<marks>:<first_index>:<rate_dropped>", marks one letter per item: a(ccepted),
-# d(uplicate), o(ver the pending cap).
+# d(uplicate), o(ver the pending cap). {'full'}: whole, and they do not all fit (nothing done).
 _APPEND = """
 local sid = ARGV[5]
 if sid ~= '' then
@@ -67,8 +68,11 @@ local len = redis.call('llen', KEYS[2])
 local first = len
 local pushed = tonumber(redis.call('hget', KEYS[1], 'last_pushed') or '0')
 local maxp = tonumber(ARGV[3])
+if ARGV[7] == '1' and maxp >= 0 and (len - pushed) + (#ARGV - 7) / 2 > maxp then
+  return {'full', ''}
+end
 local marks = {}
-for i = 7, #ARGV, 2 do
+for i = 8, #ARGV, 2 do
   local digest = ARGV[i]
   if maxp >= 0 and (len - pushed) >= maxp then
     marks[#marks + 1] = 'o'
@@ -245,13 +249,15 @@ class Resolved:
 
 @dataclass(frozen=True)
 class AppendResult:
-    kind: Literal["ok", "seen", "ignored", "missing"]
+    kind: Literal["ok", "seen", "ignored", "missing", "full"]
     marks: str = ""
     first_index: int = 0
     rate_dropped: int = 0
 
     @classmethod
     def parse(cls, kind: str, outcome: str, *, repeat: bool = False) -> AppendResult:
+        if kind == "full":
+            return cls("full")
         if outcome == "ignored":
             return cls("ignored")
         if not outcome:
@@ -352,10 +358,20 @@ class MeetingState:
         max_pending: int = -1,
         dedup_ms: int = 0,
         rate_dropped: int = 0,
+        whole: bool = False,
     ) -> AppendResult:
         """Store ``(digest, segment)`` pairs unless the meeting is not active; ``digest`` ''
-        exempts an item from the duplicate check."""
-        args: list[Any] = [device_id, now, max_pending, dedup_ms, seen_id, rate_dropped]
+        exempts an item from the duplicate check. ``whole``: all of them or none (``full``:
+        over the pending cap, nothing recorded, ask again later)."""
+        args: list[Any] = [
+            device_id,
+            now,
+            max_pending,
+            dedup_ms,
+            seen_id,
+            rate_dropped,
+            "1" if whole else "0",
+        ]
         for digest, seg in items:
             args += [digest, seg.model_dump_json(by_alias=True, exclude_none=True)]
         kind, outcome = await self._run(
