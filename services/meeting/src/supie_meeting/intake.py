@@ -164,7 +164,16 @@ class Intake:
         if res.kind == "ok":
             for pos, index in res.accepted_indexes():
                 await self.outbox.segment_added(m, device, index, allowed[pos].segment)
-        if phase is None:  # routed speech: the push shows it, nothing to acknowledge
+        if phase is None:  # routed text: the push shows it; only a drop is worth a word
+            if res.kind == "ok" and res.overflow:
+                return InboundReply(
+                    frames=[
+                        error_frame(
+                            ErrorCode.RATE_LIMITED,
+                            f"more than {cfg.max_pending} items waiting for a push; dropped",
+                        )
+                    ]
+                )
             return InboundReply()
         return InboundReply(frames=[self._ack(m, device, res)])
 
