@@ -422,7 +422,7 @@ class MeetingState:
         code, raw = await self._run(
             "commit",
             [MeetingKeys.meta(m), MeetingKeys.summary(m), MeetingKeys.fence(m)],
-            [record.fence, record.model_dump_json()],
+            [record.fence, record.model_dump_json(by_alias=True)],
         )
         code = int(code)
         if code < 0:
