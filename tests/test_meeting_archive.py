@@ -123,7 +123,7 @@ def _writer_loop(root: str, seed: int) -> None:
     asyncio.run(run())
 
 
-async def test_sigkill_writer_200_times_never_leaves_a_torn_file(tmp_path: Path) -> None:
+def test_sigkill_writer_200_times_never_leaves_a_torn_file(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     rng = random.Random(7)
     checked = 0
@@ -152,6 +152,6 @@ async def test_sigkill_writer_200_times_never_leaves_a_torn_file(tmp_path: Path)
     # Temp files of the killed writers: removed at the next start, whatever their age.
     leftovers = list(root.glob(".*.tmp")) + list(root.glob("segments/.*.tmp"))
     assert leftovers  # 200 kills mid-write leave some (about 60 here)
-    removed = await FileArchive(tmp_path).clean_leftovers()
+    removed = asyncio.run(FileArchive(tmp_path).clean_leftovers())
     assert removed == len(leftovers)
     assert not list(root.glob(".*.tmp")) and not list(root.glob("segments/.*.tmp"))

@@ -261,7 +261,7 @@ async def test_an_abandoned_meeting_finalizes_itself_and_a_returning_device_resu
     )
     # The summary never reached it: the next connect gets it, once.
     gone.session_id = new_id()
-    reply = await gone.state()
+    reply = await gone.state_after_finalize()
     assert reply.status is None
     redelivered = json.loads(reply.frames[0])
     assert redelivered["phase"] == "summary" and redelivered["redelivered"] is True

@@ -94,6 +94,11 @@ class DeviceKeys:
         return _d(device_id)
 
     @staticmethod
+    def sessions(device_id: str) -> str:
+        """Hash: session id -> ``up`` or ``down:<ms>`` (events may arrive in any order)."""
+        return f"{_d(device_id)}:sessions"
+
+    @staticmethod
     def seen(device_id: str, message_id: str) -> str:
         """Which meeting a message id was bound to (short TTL: the gateway's retry window)."""
         return f"{_d(device_id)}:seen:{message_id}"

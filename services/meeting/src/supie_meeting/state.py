@@ -204,29 +204,42 @@ redis.call('expire', KEYS[1], tonumber(ARGV[3]))
 return 1
 """
 
-# KEYS: device. ARGV: up|down|absent|back, session ('' = unknown), now, ttl_s.
-# up: this session is connected. down: this session left (ignored when a newer one holds the
-# device). absent: its presence entry is gone (a gateway that died without saying so); back: the
-# entry is there again, which clears only an "absent" mark.
+# KEYS: device, sessions. ARGV: up|down|absent|back, session, now, ttl_s.
+# The device is there while one of its sessions is up. up: a session connected (or asked for
+# its state); a session already down stays down (its events can arrive in any order, over any
+# replica). down: a session left; the last one leaving starts "gone_since". absent: the device's
+# presence entry is gone (a gateway that died without a word); back: it is there again, which
+# clears only an "absent" mark.
 _PRESENCE = """
-local kind = ARGV[1]
+local kind, session, now = ARGV[1], ARGV[2], tonumber(ARGV[3])
 if kind == 'up' then
-  redis.call('hset', KEYS[1], 'session', ARGV[2])
+  local was = redis.call('hget', KEYS[2], session)
+  if was and string.sub(was, 1, 4) == 'down' then return 0 end
+  redis.call('hset', KEYS[2], session, 'up')
   redis.call('hdel', KEYS[1], 'gone_since', 'gone_by')
-  redis.call('expire', KEYS[1], tonumber(ARGV[4]))
-  return 1
-end
-if kind == 'back' then
+elseif kind == 'back' then
   if redis.call('hget', KEYS[1], 'gone_by') ~= 'absent' then return 0 end
   redis.call('hdel', KEYS[1], 'gone_since', 'gone_by')
   return 1
+elseif kind == 'down' then
+  redis.call('hset', KEYS[2], session, 'down:' .. now)
+  local all = redis.call('hgetall', KEYS[2])
+  local live = false
+  for i = 1, #all, 2 do
+    local v = all[i + 1]
+    if v == 'up' then
+      live = true
+    elseif now - tonumber(string.sub(v, 6)) > 86400000 then
+      redis.call('hdel', KEYS[2], all[i])
+    end
+  end
+  if live then return 0 end
 end
-local cur = redis.call('hget', KEYS[1], 'session')
-if kind == 'down' and cur and ARGV[2] ~= '' and cur ~= ARGV[2] then return 0 end
-if not redis.call('hget', KEYS[1], 'gone_since') then
-  redis.call('hset', KEYS[1], 'gone_since', ARGV[3], 'gone_by', kind)
-  redis.call('expire', KEYS[1], tonumber(ARGV[4]))
+if kind ~= 'up' and not redis.call('hget', KEYS[1], 'gone_since') then
+  redis.call('hset', KEYS[1], 'gone_since', now, 'gone_by', kind == 'down' and 'event' or kind)
 end
+redis.call('expire', KEYS[1], tonumber(ARGV[4]))
+redis.call('expire', KEYS[2], tonumber(ARGV[4]))
 return 1
 """
 
@@ -530,5 +543,7 @@ class MeetingState:
 
     async def presence(self, device_id: str, kind: str, session_id: str, now: int) -> None:
         await self._run(
-            "presence", [DeviceKeys.device(device_id)], [kind, session_id, now, DEVICE_TTL_S]
+            "presence",
+            [DeviceKeys.device(device_id), DeviceKeys.sessions(device_id)],
+            [kind, session_id, now, DEVICE_TTL_S],
         )
