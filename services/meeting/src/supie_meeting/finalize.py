@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -109,6 +110,7 @@ class Finalizer:
     # -- requests --------------------------------------------------------------------------------
     async def for_device(self, device_id: str, message_id: str, source: str) -> FinalizeAnswer:
         """A finalize from (or for) a device: its active meeting, rate limited per device."""
+        t0 = time.perf_counter()
         with self.gate.acking():
             cfg = self.config()
             resolved = await self.state.resolve(
@@ -157,7 +159,13 @@ class Finalizer:
             status: MeetingStatus = (
                 "finalized" if begin.previous_status == "finalized" else ("finalizing")
             )
-            logger.info("finalize request meeting={} source={} repeat={}", m, source, repeat)
+            logger.info(
+                "finalize request meeting={} source={} repeat={}: ack ready in {:.2f} ms",
+                m,
+                source,
+                repeat,
+                (time.perf_counter() - t0) * 1000,
+            )
             return FinalizeAnswer(frames, m, status, begin.started_at, begin)
 
     async def for_meeting(
