@@ -42,24 +42,28 @@ from .state import FinalizeBegin, MeetingState
 from .summarizer import Summarizer
 from .wire import error_frame, finalize_ack_frame, summary_frame, tail_frame
 
-__all__ = ["AckGate", "FinalizeAnswer", "Finalizer", "TAIL_ITEMS"]
+__all__ = ["ACK_QUIET_S", "AckGate", "FinalizeAnswer", "Finalizer", "TAIL_ITEMS"]
 
 TAIL_ITEMS = 50  # transcript items sent with the final summary
+ACK_QUIET_S = 0.05  # generations start once no finalize ACK was prepared for this long
 
 
 class AckGate:
-    """Finalize ACKs go first: generations wait while any ACK is being prepared (a burst of
-    finalizes is answered before the CPU goes to summaries)."""
+    """Finalize ACKs go first: generations wait until no ACK has been prepared for
+    :data:`ACK_QUIET_S` (a burst of finalizes is answered before the CPU goes to summaries and
+    archive writes)."""
 
     def __init__(self) -> None:
         self._busy = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._started = asyncio.Event()
 
     @contextlib.contextmanager
     def acking(self) -> Iterator[None]:
         self._busy += 1
         self._idle.clear()
+        self._started.set()
         try:
             yield
         finally:
@@ -68,7 +72,13 @@ class AckGate:
                 self._idle.set()
 
     async def idle(self) -> None:
-        await self._idle.wait()
+        while True:
+            await self._idle.wait()
+            self._started.clear()
+            try:
+                await asyncio.wait_for(self._started.wait(), ACK_QUIET_S)
+            except TimeoutError:
+                return
 
 
 @dataclass
@@ -280,6 +290,7 @@ class Finalizer:
                 fence,
                 len(segments),
             )
+            await self.gate.idle()
             result = await self.summarizer.summarize(segments, meta.duration_ms)
             candidate = SummaryRecord(
                 summary=Summary.model_validate(result.summary.model_dump()),
@@ -309,6 +320,7 @@ class Finalizer:
             )
         if not await self._holding(lock, lost):
             return
+        await self.gate.idle()
         meta = await self.state.meta(m)  # the steps done so far, as of now
         if meta is None:
             return

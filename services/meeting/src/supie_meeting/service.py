@@ -68,6 +68,7 @@ from .wire import error_frame
 __all__ = ["MAX_IN_FLIGHT", "MeetingService", "build_archive"]
 
 MAX_IN_FLIGHT = 512  # requests handled at once per replica; more wait in NATS
+REDIS_WARM_CONNECTIONS = 48  # of the pool's 64, opened at start
 DRAIN_TIMEOUT_S = 5.0  # SIGTERM: how long requests in flight may take to finish
 ORPHAN_SWEEP_FIRST_S = 5.0
 ORPHAN_SWEEP_EVERY_S = 3600.0
@@ -110,8 +111,8 @@ class MeetingService(Service[MeetingSettings]):
         if self.redis is None:
             raise ServiceUnavailable("the meeting service needs Redis: set redis.url")
         redis = self.redis
-        # Connect part of the pool now, so a burst of finalizes does not pay for it in its ACKs.
-        await asyncio.gather(*(redis.ping() for _ in range(16)))
+        # Connect the pool now, so a burst of finalizes does not pay for it in its ACKs.
+        await asyncio.gather(*(redis.ping() for _ in range(REDIS_WARM_CONNECTIONS)))
         self.state = MeetingState(redis)
         js = self.nc.jetstream()
         await ensure_events_stream(js)
