@@ -1,5 +1,5 @@
 """Issue 10 item 6: a slow LLM never stalls a meeting. A real HTTP LLM that takes 6 s per call,
-with a 1 s lease: checkpoints fall back to the local summarizer at their deadline, pushes keep
+twice the timer lease: checkpoints fall back to the local summarizer at their deadline, pushes keep
 their cadence, the lease is never lost, and the final summary comes at its deadline too."""
 
 from __future__ import annotations
@@ -82,7 +82,6 @@ async def test_a_slow_llm_never_stalls_a_meeting(
             "SUPIE_MEETING__TRANSCRIPT_PUSH_INTERVAL_MS": "3000",
             "SUPIE_MEETING__CHECKPOINT_DEADLINE_S": "1",
             "SUPIE_MEETING__SUMMARY_DEADLINE_S": "1.5",
-            "SUPIE_MEETING__LEASE_MS": "1000",
         },
     )
     badge = await Badge(nc).listen()

@@ -132,6 +132,7 @@ class Finalizer:
                 window_s=60,
                 now_ms=now_ms(),
                 seen_ttl_s=SEEN_TTL_S,
+                sliding=True,
             )
             if resolved.kind == "rate":
                 logger.warning("device {}: finalize rate limit reached", device_id)

@@ -105,8 +105,8 @@ class DeviceKeys:
 
     @staticmethod
     def rate(device_id: str, kind: str, window: int) -> str:
-        """A fixed-window counter: ``kind`` is ``items`` (per second) or ``finalize`` (per
-        minute); ``window`` the window's number."""
+        """A rate counter: ``kind`` is ``items`` (per second, fixed windows: ``window`` is the
+        window's number) or ``finalize`` (a log of the last minute's requests, ``window`` 0)."""
         return f"{_d(device_id)}:rate:{kind}:{window}"
 
 

@@ -167,7 +167,9 @@ if redis.call('hexists', KEYS[1], 'status') == 0 then return 0 end
 return redis.call('hsetnx', KEYS[1], ARGV[1], ARGV[2])
 """
 
-# KEYS: device, seen key, rate key. ARGV: seen_ttl_s, n, limit, rate_ttl_s, given meeting ('')
+# KEYS: device, seen key, rate key. ARGV: seen_ttl_s, n, limit, window_ms, given meeting (''),
+# sliding ('1': a log of the last window_ms, for few, precious requests; else a fixed window),
+# now, member (the request id, sliding only).
 # -> {meeting, kind, allowed}; kind: new | repeat | none (no active meeting) | rate (over limit)
 _RESOLVE = """
 local prev = redis.call('get', KEYS[2])
@@ -178,10 +180,21 @@ end
 local m = ARGV[5]
 if m == '' then m = redis.call('hget', KEYS[1], 'meeting') end
 if not m then return {'', 'none', 0} end
-local n = tonumber(ARGV[2])
-local count = redis.call('incrby', KEYS[3], n)
-if redis.call('ttl', KEYS[3]) < 0 then redis.call('expire', KEYS[3], tonumber(ARGV[4])) end
-local allowed = math.max(0, math.min(n, tonumber(ARGV[3]) - (count - n)))
+local n, limit, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local allowed
+if ARGV[6] == '1' then
+  local now = tonumber(ARGV[7])
+  redis.call('zremrangebyscore', KEYS[3], '-inf', now - window)
+  allowed = math.max(0, math.min(n, limit - redis.call('zcard', KEYS[3])))
+  if allowed > 0 then
+    redis.call('zadd', KEYS[3], now, ARGV[8])
+    redis.call('pexpire', KEYS[3], window)
+  end
+else
+  local count = redis.call('incrby', KEYS[3], n)
+  if redis.call('pttl', KEYS[3]) < 0 then redis.call('pexpire', KEYS[3], window * 2) end
+  allowed = math.max(0, math.min(n, limit - (count - n)))
+end
 if allowed == 0 then return {m, 'rate', 0} end
 redis.call('set', KEYS[2], m .. ':' .. allowed, 'EX', tonumber(ARGV[1]))
 return {m, 'new', allowed}
@@ -505,11 +518,13 @@ class MeetingState:
         now_ms: int,
         seen_ttl_s: int,
         meeting_id: str | None = None,
+        sliding: bool = False,
     ) -> Resolved:
         """Which meeting a device message is for, bound to its message id (a retry finds the
         same meeting even after the device moved on), and how many of its ``n`` items fit the
-        device's rate (``limit`` per ``window_s``)."""
-        window = now_ms // (window_s * 1000)
+        device's rate: ``limit`` per ``window_s``, in fixed windows, or in any ``window_s``
+        (``sliding``: a log of the requests, for a low limit that must hold exactly)."""
+        window = 0 if sliding else now_ms // (window_s * 1000)
         m, kind, allowed = await self._run(
             "resolve",
             [
@@ -517,7 +532,16 @@ class MeetingState:
                 DeviceKeys.seen(device_id, message_id),
                 DeviceKeys.rate(device_id, rate_kind, window),
             ],
-            [seen_ttl_s, n, limit, window_s * 2, meeting_id or ""],
+            [
+                seen_ttl_s,
+                n,
+                limit,
+                window_s * 1000,
+                meeting_id or "",
+                "1" if sliding else "0",
+                now_ms,
+                message_id,
+            ],
         )
         m = _s(m)
         return Resolved(m or None, _s(kind), int(allowed))  # type: ignore[arg-type]
