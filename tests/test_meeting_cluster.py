@@ -16,6 +16,7 @@ from nats.aio.client import Client as NATS
 from redis.exceptions import ResponseError
 from supie_common.embedded import EmbeddedValkey, free_port
 from supie_common.store import connect_redis
+from supie_meeting import scripts
 from supie_meeting.keys import DeviceKeys, MeetingKeys, same_slot
 
 
@@ -64,6 +65,12 @@ async def cluster_url(tmp_path: Path) -> Any:
     finally:
         await client.aclose()
         server.stop()
+
+
+def test_no_script_names_a_key() -> None:
+    for name in scripts.__all__:
+        source = getattr(scripts, name)
+        assert "supie:" not in source and "{m:" not in source and "{d:" not in source, name
 
 
 def test_keys_of_one_meeting_or_device_share_a_tag() -> None:

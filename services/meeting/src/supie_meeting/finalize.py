@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from loguru import logger
 from redis.exceptions import RedisError
@@ -89,7 +89,6 @@ class FinalizeAnswer:
     meeting_id: str | None = None
     status: MeetingStatus | None = None
     started_at: int | None = None
-    begin: FinalizeBegin | None = field(default=None, repr=False)
 
 
 class Finalizer:
@@ -168,7 +167,7 @@ class Finalizer:
                 if stored is not None:
                     frames.append(summary_frame(m, stored, idempotent=True))
             status: MeetingStatus = (
-                "finalized" if begin.previous_status == "finalized" else ("finalizing")
+                "finalized" if begin.previous_status == "finalized" else "finalizing"
             )
             logger.info(
                 "finalize request meeting={} source={} repeat={}: ack ready in {:.2f} ms",
@@ -177,7 +176,7 @@ class Finalizer:
                 repeat,
                 (time.perf_counter() - t0) * 1000,
             )
-            return FinalizeAnswer(frames, m, status, begin.started_at, begin)
+            return FinalizeAnswer(frames, m, status, begin.started_at)
 
     async def for_meeting(
         self,
