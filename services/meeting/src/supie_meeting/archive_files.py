@@ -36,7 +36,7 @@ from supie_common.files import append_line
 from .archive import merge_index, valid_session_id
 from .models import ArchivedMeeting, IndexEntry, Shard
 
-__all__ = ["CACHE_SIZE", "FileArchive", "IndexLock", "TEMP_GRACE_S"]
+__all__ = ["CACHE_SIZE", "FileArchive", "IndexLock", "IndexUpdateInterrupted", "TEMP_GRACE_S"]
 
 IndexLock = Callable[[], AbstractAsyncContextManager[None]]
 CACHE_SIZE = 512  # parsed files kept in memory for the API
@@ -45,6 +45,10 @@ _SHARD_NAME = re.compile(r"^(?P<id>[A-Za-z0-9_-]{1,128})_shard_(?P<k>\d+)\.json$
 _TEMP_NAME = re.compile(r"^\..+\.(?P<pid>\d+)\.[^.]+\.tmp$")
 _INDEX = TypeAdapter(list[IndexEntry])
 M = TypeVar("M", bound=BaseModel)
+
+
+class IndexUpdateInterrupted(OSError):
+    """The index write this entry waited for did not happen (the finalize is resumed later)."""
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
@@ -121,6 +125,8 @@ class FileArchive:
         self._index_lock: IndexLock = index_lock or (lambda: _local_lock(own))
         self._cache: OrderedDict[Path, tuple[int, int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()  # reads run in several worker threads at once
+        self._pending: list[tuple[IndexEntry, asyncio.Future[list[str]]]] = []
+        self._flushing = False
 
     def main_path(self, session_id: str) -> Path:
         return self.root / f"{session_id}.json"
@@ -141,15 +147,49 @@ class FileArchive:
         await asyncio.to_thread(write)
 
     async def update_index(self, entry: IndexEntry) -> list[str]:
+        """Group commit: entries that arrive while an update is being written go together into
+        the next one (one lock, one read-modify-write, one fsync for a burst of finalizes). The
+        ids evicted by a batch are returned to one of its callers."""
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, done))
+        if not self._flushing:
+            self._flushing = True
+            try:
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    try:
+                        evicted = await self._apply([e for e, _ in batch])
+                    except BaseException as exc:
+                        for _, fut in batch:
+                            if not fut.done():
+                                fut.set_exception(IndexUpdateInterrupted(str(exc) or "cancelled"))
+                        raise
+                    for i, (_, fut) in enumerate(batch):
+                        if not fut.done():
+                            fut.set_result(evicted if i == 0 else [])
+            finally:
+                self._flushing = False
+                for _, fut in self._pending:  # the writer was interrupted: they try again later
+                    if not fut.done():
+                        fut.set_exception(IndexUpdateInterrupted("index writer interrupted"))
+                self._pending = []
+        return await done
+
+    async def _apply(self, entries: list[IndexEntry]) -> list[str]:
         def rewrite() -> list[str]:
-            kept, evicted = merge_index(self._read_index(), entry, self.retention)
+            index = self._read_index()
+            evicted: list[str] = []
+            for entry in entries:
+                index, out = merge_index(index, entry, self.retention)
+                evicted += out
             data = json.dumps(
-                [e.model_dump(by_alias=True, exclude_none=True) for e in kept],
+                [e.model_dump(by_alias=True, exclude_none=True) for e in index],
                 ensure_ascii=False,
                 separators=(",", ":"),
             ).encode()
             _write_atomic(self.index_path, data)
-            return evicted
+            kept = {e.session_id for e in index}
+            return [sid for sid in dict.fromkeys(evicted) if sid not in kept]
 
         async with self._index_lock():
             return await asyncio.to_thread(rewrite)

@@ -51,34 +51,31 @@ ACK_QUIET_S = 0.05  # generations start once no finalize ACK was prepared for th
 class AckGate:
     """Finalize ACKs go first: generations wait until no ACK has been prepared for
     :data:`ACK_QUIET_S` (a burst of finalizes is answered before the CPU goes to summaries and
-    archive writes)."""
+    archive writes). One timer per quiet period, whatever the number of waiting generations."""
 
     def __init__(self) -> None:
         self._busy = 0
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._started = asyncio.Event()
+        self._quiet = asyncio.Event()
+        self._quiet.set()
+        self._timer: asyncio.TimerHandle | None = None
 
     @contextlib.contextmanager
     def acking(self) -> Iterator[None]:
         self._busy += 1
-        self._idle.clear()
-        self._started.set()
+        self._quiet.clear()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         try:
             yield
         finally:
             self._busy -= 1
             if self._busy == 0:
-                self._idle.set()
+                loop = asyncio.get_running_loop()
+                self._timer = loop.call_later(ACK_QUIET_S, self._quiet.set)
 
     async def idle(self) -> None:
-        while True:
-            await self._idle.wait()
-            self._started.clear()
-            try:
-                await asyncio.wait_for(self._started.wait(), ACK_QUIET_S)
-            except TimeoutError:
-                return
+        await self._quiet.wait()
 
 
 @dataclass

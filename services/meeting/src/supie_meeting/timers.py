@@ -7,8 +7,9 @@ loop; any replica's scanner adopts a meeting whose lease lapsed. The loop only w
   message), read when a cycle starts, so a changed interval applies from the next cycle;
 - every ``checkpoint_interval_min`` a checkpoint summary, computed in its own task under
   ``checkpoint_deadline_s``: a slow LLM never delays a push or a lease renewal;
-- at every renewal, whether the device has been gone for ``abandon_after_s``; then the meeting
-  is finalized with ``reason:"abandoned"``, exactly like a requested finalize.
+- every :data:`GONE_CHECK_S` (at most half of ``abandon_after_s``), whether the device has been
+  gone for ``abandon_after_s``; then the meeting is finalized with ``reason:"abandoned"``,
+  exactly like a requested finalize.
 
 A device is gone from its last ``DeviceDisconnected`` (of its current session) until it connects
 again; as a safety net for a gateway that died without saying so, also from when its presence
@@ -35,9 +36,10 @@ from .state import MeetingState
 from .summarizer import Summarizer
 from .wire import push_frames, summary_frame
 
-__all__ = ["MeetingTimers"]
+__all__ = ["GONE_CHECK_S", "MeetingTimers"]
 
 Abandon = Callable[[str, str], Awaitable[None]]
+GONE_CHECK_S = 5.0  # how often the lease holder looks whether the device is gone
 
 
 class MeetingTimers:
@@ -113,6 +115,7 @@ class MeetingTimers:
             renew_every = lease.ttl_ms / 3000
             next_renew = loop.time() + renew_every
             next_push = loop.time() + self.config().push_interval_ms / 1000
+            next_check = loop.time()
             presence_seen = False
             while True:
                 await asyncio.sleep(max(0.0, min(next_renew, next_push) - loop.time()))
@@ -123,6 +126,8 @@ class MeetingTimers:
                         if not await lease.renew():
                             logger.warning("meeting {}: lease lost, timers stop here", m)
                             return
+                    if now >= next_check:
+                        next_check = now + min(GONE_CHECK_S, self.config().abandon_after_s / 2)
                         presence_seen, gone = await self._gone(m, device, presence_seen)
                         if gone:
                             logger.info("meeting {}: device {} gone, finalizing", m, device)
