@@ -74,7 +74,7 @@ class Intake:
                 Segment(
                     ts=now,
                     text=cut_utf8(it.text, cut),
-                    speakerId=(it.speaker_id or device[:8])[:64],
+                    speaker_id=(it.speaker_id or device[:8])[:64],
                     tag=it.tag[:64],
                 ),
                 deduplicate=True,
@@ -92,9 +92,9 @@ class Intake:
         seg = Segment(
             ts=t.ts_ms,
             text=cut_utf8(text, self.config().snippet_max_bytes),
-            speakerId=t.device_id[:8],
+            speaker_id=t.device_id[:8],
             tag=TYPED_TEXT_TAG if typed else ASR_TAG,
-            utteranceId=t.utterance_id[:128],
+            utterance_id=t.utterance_id[:128],
         )
         return await self._take(
             t.device_id,

@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, TypeAlias
+from typing import Literal, TypeAlias, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 from supie_common.contracts import MeetingSegment, MeetingStatus, Summary
@@ -69,7 +69,7 @@ class MeetingMeta:
         return cls(
             meeting_id=raw.get("meeting_id", ""),
             device_id=raw.get("device_id", ""),
-            status=status,
+            status=cast(MeetingStatus, status),
             started_at=_int(raw, "started_at"),
             finalize_at=_int(raw, "finalize_at"),
             finalize_source=raw.get("finalize_source", ""),

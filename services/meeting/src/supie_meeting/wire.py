@@ -44,7 +44,7 @@ FRAME_OVERHEAD = 512
 
 def wire_item(seg: Segment) -> TranscriptItem:
     """A segment as the firmware reads it: ``{ts, text, speakerId?, tag?}``."""
-    return TranscriptItem(ts=seg.ts, text=seg.text, speakerId=seg.speaker_id, tag=seg.tag)
+    return TranscriptItem(ts=seg.ts, text=seg.text, speaker_id=seg.speaker_id, tag=seg.tag)
 
 
 def embedded_size(frame: str) -> int:
@@ -93,9 +93,9 @@ def push_frames(
     return [
         to_frame(
             MeetingTranscriptPush(
-                sessionId=meeting_id,
+                session_id=meeting_id,
                 items=items,
-                totalSegments=total,
+                total_segments=total,
                 final=final,
                 truncated=True if cut else None,
             )
@@ -130,9 +130,9 @@ def tail_frame(
     kept.reverse()
     return to_frame(
         MeetingTranscriptPush(
-            sessionId=meeting_id,
+            session_id=meeting_id,
             items=kept,
-            totalSegments=total,
+            total_segments=total,
             resumed=resumed,
             final=final,
             truncated=True if truncated else None,
@@ -151,17 +151,17 @@ def summary_frame(
     s = record.summary
     return to_frame(
         MeetingSummaryMessage(
-            sessionId=meeting_id,
+            session_id=meeting_id,
             title=s.title,
             duration=s.duration,
             bullets=s.bullets,
             decisions=s.decisions,
             actions=s.actions,
             risks=s.risks,
-            nextSteps=s.next_steps,
+            next_steps=s.next_steps,
             checkpoint=checkpoint,
-            bulletsLength=len(s.bullets),
-            sourceSegments=record.source_segments,
+            bullets_length=len(s.bullets),
+            source_segments=record.source_segments,
             idempotent=True if idempotent else None,
             redelivered=True if redelivered else None,
         )
@@ -173,9 +173,9 @@ def finalize_ack_frame(
 ) -> str:
     return to_frame(
         MeetingFinalizeAck(
-            sessionId=meeting_id,
-            startedAt=started_at,
-            pendingCount=pending,
+            session_id=meeting_id,
+            started_at=started_at,
+            pending_count=pending,
             idempotent=True if idempotent else None,
         )
     )
@@ -191,10 +191,10 @@ def snippet_ack_frame(
     ignored: bool = False,
 ) -> str:
     if ignored:
-        return to_frame(MeetingSnippetAck(sessionId=meeting_id, ignored=True, reason="finalizing"))
+        return to_frame(MeetingSnippetAck(session_id=meeting_id, ignored=True, reason="finalizing"))
     return to_frame(
         MeetingSnippetAck(
-            sessionId=meeting_id,
+            session_id=meeting_id,
             accepted=accepted,
             duplicates=duplicates or None,
             dropped=dropped or None,
