@@ -67,14 +67,13 @@ async def test_device_speech_comes_back_as_stt(gateway: Any, spawn_service: Any,
     assert len(pushes) >= len(sentences) - 1
 
 
-@pytest.mark.xfail(
-    reason="needs the new meeting service (MeetingControl, DeviceInbound replies)", strict=False
-)
 @pytest.mark.timeout(90)
 async def test_two_meetings_in_a_row_transcribe_alike(
     gateway: Any, spawn_service: Any, nc: NATS
 ) -> None:
     await start_asr(spawn_service, nc)
+    meeting = spawn_service("supie_meeting")
+    await meeting.wait_healthy(nc, "meeting", timeout=60)
     pcm = speech.samples("weather_fast")
     spans = speech.sentence_spans(pcm)
     sentences = speech.references()["weather_fast"]

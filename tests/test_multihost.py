@@ -50,23 +50,9 @@ BADGES_PER_GATEWAY = 2
 pytestmark = [
     pytest.mark.slow,
     pytest.mark.timeout(600),
-    pytest.mark.xfail(
-        reason="needs the new meeting service (MeetingControl, DeviceInbound replies)",
-        strict=False,
-    ),
 ]
 
-AT_FINALIZE = pytest.param(
-    "finalize",
-    marks=pytest.mark.xfail(
-        strict=False,
-        reason="issue 11: the queue group hands a finalize to the meeting replica that is "
-        "killed before it acknowledged or persisted it; the gateway never retries, the other "
-        "replica takes the lease over and keeps the meeting active, so that badge never gets a "
-        "summary (2 of 4 meetings in one run here; 0 in others: it depends on which replica "
-        "each finalize reached)",
-    ),
-)
+AT_FINALIZE = pytest.param("finalize")
 
 
 class HostProcess:

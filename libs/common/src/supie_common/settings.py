@@ -517,7 +517,12 @@ class MeetingSection(Section):
     llm_max_tokens: int = Field(default=800, description="summary max_tokens, clamped 256..4000")
     checkpoint_max_tokens: int = Field(default=400, description="checkpoint summary max_tokens")
     llm_timeout_s: float | None = Field(default=None, gt=0, description="None = provider's")
-    finalize_lock_ms: int = Field(default=30000, ge=500, description="summary lock TTL (renewed)")
+    finalize_lock_ms: int = Field(
+        default=3000,
+        ge=500,
+        description="finalize lock TTL, renewed every third of it: a dead generation is taken "
+        "over this fast",
+    )
     scan_interval_ms: int = Field(default=1000, ge=100, description="lease / stuck-finalize scan")
     state_ttl_s: int = Field(default=86400, ge=60, description="Redis state kept after finalize")
     orphan_sweep_min_age_s: int = Field(default=600, ge=0, description="unindexed file age")

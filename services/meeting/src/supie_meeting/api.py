@@ -1,20 +1,25 @@
 """The meetings HTTP API (``/supie/meetings/...``), answered over NATS for the gateway.
 
 Parameters arrive as the gateway got them (query strings are strings). Bad ones give 400 naming
-the parameter; an unknown meeting gives 404. File reads run in worker threads.
+the parameter; an unknown meeting gives 404. Every reply fits one bus message: transcript pages
+stop early (``truncated:true``, ``nextOffset``) rather than grow past the payload limit.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from supie_common.contracts import ApiReply, MeetingApiRequest
+from supie_common.contracts import ApiReply, MeetingApiRequest, new_id
 
-from .archive import ArchiveReader, NotFound, valid_session_id
+from .archive import valid_session_id
+from .finalize import Finalizer
+from .reader import ArchiveReader, NotFound
+from .state import MeetingState
 
-__all__ = ["BadParam", "MeetingApi", "int_param"]
+__all__ = ["API_SUMMARY_WAIT_S", "BadParam", "MeetingApi", "int_param"]
+
+API_SUMMARY_WAIT_S = 3.0  # an HTTP finalize waits this long for the summary, then answers 202
 
 
 class BadParam(ValueError):
@@ -61,13 +66,21 @@ def _session_id(params: dict[str, Any]) -> str:
     return str(sid)
 
 
-FinalizeFn = Callable[[dict[str, Any]], Awaitable[ApiReply]]
-
-
 class MeetingApi:
-    def __init__(self, reader: ArchiveReader, finalize: FinalizeFn) -> None:
+    """``recent``, ``detail``, ``transcript`` (pages bounded by ``max_bytes`` as well as by
+    ``limit``) and ``finalize`` (by ``sessionId`` or ``deviceId``)."""
+
+    def __init__(
+        self,
+        reader: ArchiveReader,
+        finalizer: Finalizer,
+        state: MeetingState,
+        max_bytes: Callable[[], int],
+    ) -> None:
         self.reader = reader
-        self.finalize = finalize
+        self.finalizer = finalizer
+        self.state = state
+        self.max_bytes = max_bytes
 
     async def handle(self, req: MeetingApiRequest) -> ApiReply:
         try:
@@ -77,7 +90,9 @@ class MeetingApi:
                 return await self._detail(req.params)
             if req.op == "transcript":
                 return await self._transcript(req.params)
-            return await self.finalize(req.params)
+            if req.op == "finalize":
+                return await self._finalize(req.params)
+            return ApiReply(status=400, success=False, error=f"op: unknown operation {req.op!r}")
         except BadParam as exc:
             return ApiReply(status=400, success=False, error=str(exc))
         except NotFound:
@@ -91,18 +106,55 @@ class MeetingApi:
         if device is not None and not isinstance(device, str):
             raise BadParam("deviceId: expected a string")
         assert limit is not None
-        items = await asyncio.to_thread(self.reader.recent, limit, device or None, from_ts, to_ts)
-        return ApiReply(data=items)
+        return ApiReply(data=await self.reader.recent(limit, device or None, from_ts, to_ts))
 
     async def _detail(self, params: dict[str, Any]) -> ApiReply:
         sid = _session_id(params)
         preview = int_param(params, "preview", 5, low=1, high=20, clamp=True)
         assert preview is not None
-        return ApiReply(data=await asyncio.to_thread(self.reader.detail, sid, preview))
+        return ApiReply(data=await self.reader.detail(sid, preview))
 
     async def _transcript(self, params: dict[str, Any]) -> ApiReply:
         sid = _session_id(params)
         offset = int_param(params, "offset", 0, low=0)
         limit = int_param(params, "limit", 100, low=1, high=500)
         assert offset is not None and limit is not None
-        return ApiReply(data=await asyncio.to_thread(self.reader.transcript, sid, offset, limit))
+        page = await self.reader.transcript(sid, offset, limit, self.max_bytes())
+        return ApiReply(data=page)
+
+    async def _finalize(self, params: dict[str, Any]) -> ApiReply:
+        sid = params.get("sessionId")
+        device = params.get("deviceId")
+        if sid:
+            sid = _session_id(params)
+        elif isinstance(device, str) and device:
+            sid = await self.state.device_meeting(device)
+            if not sid:
+                return ApiReply(status=404, success=False, error="no active meeting for deviceId")
+        else:
+            raise BadParam("sessionId: required")
+        begin = await self.finalizer.for_meeting(sid, new_id(), "api")
+        if begin is None:  # no live state: finalized long ago, or never existed
+            main = await self.reader.main(sid)
+            return ApiReply(
+                data={
+                    "sessionId": sid,
+                    "status": "finalized",
+                    "idempotent": True,
+                    "summary": main.summary.model_dump(by_alias=True),
+                }
+            )
+        data: dict[str, Any] = {
+            "sessionId": sid,
+            "startedAt": begin.started_at,
+            "pendingCount": begin.pending,
+            "status": "finalizing",
+            "idempotent": begin.previous_status != "active",
+        }
+        # The device gets its summary regardless; the caller waits a little for it.
+        if await self.finalizer.wait_finished(sid, API_SUMMARY_WAIT_S):
+            stored = await self.state.stored_summary(sid)
+            if stored is not None:
+                data.update(status="finalized", summary=stored.summary.model_dump(by_alias=True))
+                return ApiReply(data=data)
+        return ApiReply(status=202, data=data)

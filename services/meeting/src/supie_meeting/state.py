@@ -1,327 +1,351 @@
-"""Live meeting state in Redis, so any replica (or a restarted one) can carry on.
+"""Live meeting state in Redis, so any replica (or a restarted one) carries on.
 
-Every check-then-write that can race another replica is one Lua script: appending segments
-checks the meeting is still ``active`` in the same atomic step, and finalize flips it to
-``finalizing`` atomically, so a snippet either lands before the finalize snapshot or is ignored.
+Every check-then-write that can race another replica is one Lua script, and every script touches
+the keys of one meeting (``{m:<id>}``) or of one device (``{d:<id>}``) only, all passed through
+``KEYS`` (cluster-safe; checked on every call). A message or utterance id is recorded in the same
+script as the change it makes, so a retry is applied at most once and answered the same way.
+
+A meeting's life: ``create`` (active) -> ``begin_finalize`` (finalizing, the ACK's state) ->
+``acquire`` (a generation's fence) -> ``commit`` (the summary, compare-and-set on the fence) ->
+``finish`` (finalized; keys expire after ``state_ttl_s``). The device's hash says which meeting
+is active (``claim`` / ``release``), who is connected and since when it is gone.
 """
 
 from __future__ import annotations
 
-import json
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from redis.asyncio import Redis
-from supie_common.store import K
+from redis.commands.core import AsyncScript
 
-__all__ = ["MeetingKeys", "MeetingState", "AppendResult", "FinalizeBegin"]
+from . import scripts
+from .keys import DeviceKeys, MeetingKeys, same_slot
+from .models import MeetingMeta, Segment, SummaryRecord
 
+__all__ = [
+    "Acquired",
+    "AppendResult",
+    "Committed",
+    "Created",
+    "FinalizeBegin",
+    "MeetingState",
+    "Resolved",
+]
 
-class MeetingKeys:
-    ACTIVE = "supie:meetings:active"  # ids of meetings not yet finalized (scanned by replicas)
-    INDEX_LOCK = K.lock("meeting-index")
-
-    @staticmethod
-    def meta(m: str) -> str:
-        return f"supie:meeting:{m}"
-
-    @staticmethod
-    def segments(m: str) -> str:
-        return f"supie:meeting:{m}:segments"
-
-    @staticmethod
-    def summary(m: str) -> str:
-        return f"supie:meeting:{m}:summary"
-
-    @staticmethod
-    def generations(m: str) -> str:
-        """Counter of summary generations (tests and ops: must be 1 per meeting)."""
-        return f"supie:meeting:{m}:generations"
-
-    @staticmethod
-    def lease(m: str) -> str:
-        return f"supie:meeting:{m}:lease"
-
-    @staticmethod
-    def finalize_lock(m: str) -> str:
-        return K.lock(f"meeting-finalize:{m}")
-
-    @staticmethod
-    def dedup_prefix(m: str) -> str:
-        return f"supie:meeting:{m}:dedup:"
-
-    @staticmethod
-    def device(device_id: str) -> str:
-        return f"supie:meeting:device:{device_id}"
-
-    @staticmethod
-    def rate(device_id: str, second: int) -> str:
-        return f"supie:meeting:rate:{device_id}:{second}"
+DEVICE_TTL_S = 30 * 24 * 3600  # a device's hash outlives any meeting; idle ones go after 30 days
 
 
-# Shared by the scripts below: create the meeting hash if it does not exist.
-_CREATE = """
-local function create(meta, active, devmap, m, device, session, gateway, now)
-  redis.call('hset', meta, 'meeting_id', m, 'device_id', device, 'session_id', session,
-             'gateway_id', gateway, 'started_at', now, 'status', 'active', 'last_pushed', 0,
-             'last_checkpoint_at', now, 'checkpoints', 0)
-  redis.call('sadd', active, m)
-  redis.call('set', devmap, m)
-end
-"""
+@dataclass(frozen=True)
+class Created:
+    status: str
+    started_at: int
+    created: bool
 
-# KEYS: meta, active, devmap. ARGV: meeting_id, device_id, session_id, gateway_id, now
-_START = (
-    _CREATE
-    + """
-local st = redis.call('hget', KEYS[1], 'status')
-if not st then
-  create(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3], ARGV[4], ARGV[5])
-  return 'created'
-end
-if st == 'active' then
-  -- created implicitly by a transcript that overtook this start: not a reconnect
-  local fresh = redis.call('hget', KEYS[1], 'session_id') == ''
-  redis.call('hset', KEYS[1], 'session_id', ARGV[3], 'gateway_id', ARGV[4])
-  redis.call('set', KEYS[3], ARGV[1])
-  if fresh then return 'created' end
-  return 'resumed'
-end
-return st
-"""
-)
 
-# KEYS: meta, segments, active, devmap.
-# ARGV: meeting_id, device_id, now, max_pending (-1 = none), dedup_s (0 = none), dedup_prefix,
-#       then pairs (dedup text or '', segment json).
-_APPEND = (
-    _CREATE
-    + """
-local st = redis.call('hget', KEYS[1], 'status')
-if not st then
-  create(KEYS[1], KEYS[3], KEYS[4], ARGV[1], ARGV[2], '', '', ARGV[3])
-  st = 'active'
-end
-if st ~= 'active' then return {-1, 0, 0, 0} end
-local len = redis.call('llen', KEYS[2])
-local pushed = tonumber(redis.call('hget', KEYS[1], 'last_pushed') or '0')
-local maxp = tonumber(ARGV[4])
-local dedup = tonumber(ARGV[5])
-local acc, dup, over = 0, 0, 0
-for i = 7, #ARGV, 2 do
-  if maxp >= 0 and (len - pushed) >= maxp then
-    over = over + 1
-  else
-    local fresh = true
-    if dedup > 0 and ARGV[i] ~= '' then
-      fresh = redis.call('set', ARGV[6] .. redis.sha1hex(ARGV[i]), '1', 'NX', 'EX', dedup)
-    end
-    if fresh then
-      redis.call('rpush', KEYS[2], ARGV[i + 1])
-      len = len + 1
-      acc = acc + 1
-    else
-      dup = dup + 1
-    end
-  end
-end
-if acc > 0 then redis.call('hset', KEYS[1], 'last_segment_at', ARGV[3]) end
-return {len, acc, dup, over}
-"""
-)
-
-# KEYS: meta, segments, active, devmap. ARGV: meeting_id, device_id, now, source, create ('1'|'0')
-_BEGIN_FINALIZE = (
-    _CREATE
-    + """
-local st = redis.call('hget', KEYS[1], 'status')
-if not st then
-  if ARGV[5] ~= '1' then return false end
-  create(KEYS[1], KEYS[3], KEYS[4], ARGV[1], ARGV[2], '', '', ARGV[3])
-  st = 'active'
-end
-if st == 'active' then
-  redis.call('hset', KEYS[1], 'status', 'finalizing', 'finalize_at', ARGV[3],
-             'finalize_source', ARGV[4])
-end
-local len = redis.call('llen', KEYS[2])
-local pushed = tonumber(redis.call('hget', KEYS[1], 'last_pushed') or '0')
-return {st, redis.call('hget', KEYS[1], 'started_at'), len - pushed,
-        redis.call('hget', KEYS[1], 'device_id'), len}
-"""
-)
-
-# KEYS: meta, segments. ARGV: max items. Items since the last push (newest max), marks them pushed.
-_TAKE_PUSH = """
-if redis.call('hget', KEYS[1], 'status') ~= 'active' then return false end
-local pushed = tonumber(redis.call('hget', KEYS[1], 'last_pushed') or '0')
-local len = redis.call('llen', KEYS[2])
-local from = math.max(pushed, len - tonumber(ARGV[1]))
-local items = {}
-if from < len then items = redis.call('lrange', KEYS[2], from, len - 1) end
-redis.call('hset', KEYS[1], 'last_pushed', len)
-return {len, items}
-"""
-
-# KEYS: meta, segments, active, devmap, summary, generations. ARGV: meeting_id, ttl_s
-_FINISH = """
-redis.call('hset', KEYS[1], 'status', 'finalized')
-redis.call('srem', KEYS[3], ARGV[1])
-if redis.call('get', KEYS[4]) == ARGV[1] then redis.call('del', KEYS[4]) end
-for i = 1, #KEYS do
-  if i ~= 3 and i ~= 4 then redis.call('expire', KEYS[i], tonumber(ARGV[2])) end
-end
-return 1
-"""
+@dataclass(frozen=True)
+class Resolved:
+    meeting_id: str | None
+    kind: Literal["new", "repeat", "none", "rate"]
+    allowed: int
 
 
 @dataclass(frozen=True)
 class AppendResult:
-    ignored: bool  # the meeting is finalizing/finalized
-    total: int
-    accepted: int
-    duplicates: int
-    overflow: int
+    kind: Literal["ok", "seen", "ignored", "missing", "full"]
+    marks: str = ""
+    first_index: int = 0
+    rate_dropped: int = 0
+
+    @classmethod
+    def parse(cls, kind: str, outcome: str, *, repeat: bool = False) -> AppendResult:
+        if kind == "full":
+            return cls("full")
+        if outcome == "ignored":
+            return cls("ignored")
+        if not outcome:
+            return cls("missing")
+        marks, first, rated = outcome.split(":")
+        return cls("seen" if repeat else "ok", marks, int(first), int(rated))
+
+    @property
+    def accepted(self) -> int:
+        return self.marks.count("a")
+
+    @property
+    def duplicates(self) -> int:
+        return self.marks.count("d")
+
+    @property
+    def overflow(self) -> int:
+        return self.marks.count("o")
+
+    def accepted_indexes(self) -> list[tuple[int, int]]:
+        """(position in the request, index in the meeting) of each stored item."""
+        out, index = [], self.first_index
+        for pos, mark in enumerate(self.marks):
+            if mark == "a":
+                out.append((pos, index))
+                index += 1
+        return out
 
 
 @dataclass(frozen=True)
 class FinalizeBegin:
-    previous_status: str  # "active" (this call started the finalize), "finalizing", "finalized"
+    previous_status: str  # "active": this request started the finalize
     started_at: int
     pending: int
-    device_id: str
     total: int
 
 
+@dataclass(frozen=True)
+class Acquired:
+    fence: int
+    generations: int
+
+
+@dataclass(frozen=True)
+class Committed:
+    outcome: Literal["ours", "earlier", "superseded"]
+    record: SummaryRecord | None
+
+
+def _s(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
 class MeetingState:
+    """The meeting service's Redis operations (one pool, scripts loaded once)."""
+
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
-        self._start = redis.register_script(_START)
-        self._append = redis.register_script(_APPEND)
-        self._begin = redis.register_script(_BEGIN_FINALIZE)
-        self._take = redis.register_script(_TAKE_PUSH)
-        self._finish = redis.register_script(_FINISH)
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(src)
+            for name, src in {
+                "create": scripts.CREATE,
+                "append": scripts.APPEND,
+                "begin": scripts.BEGIN_FINALIZE,
+                "take": scripts.TAKE_PUSH,
+                "acquire": scripts.ACQUIRE,
+                "commit": scripts.COMMIT,
+                "finish": scripts.FINISH,
+                "checkpoint": scripts.CHECKPOINT,
+                "mark_once": scripts.MARK_ONCE,
+                "resolve": scripts.RESOLVE,
+                "claim": scripts.CLAIM,
+                "release": scripts.RELEASE,
+                "presence": scripts.PRESENCE,
+            }.items()
+        }
 
-    async def start(
-        self, m: str, device_id: str, session_id: str, gateway_id: str, now: int
-    ) -> str:
-        """ "created", "resumed" (still active), or the status of an already closed meeting."""
-        return str(
-            await self._start(
-                keys=[MeetingKeys.meta(m), MeetingKeys.ACTIVE, MeetingKeys.device(device_id)],
-                args=[m, device_id, session_id, gateway_id, now],
-            )
+    async def _run(self, name: str, keys: list[str], args: Sequence[Any]) -> Any:
+        # One slot per call, or Redis Cluster refuses the script: a bug, caught in every test.
+        assert same_slot(keys), f"script {name}: keys in different slots: {keys}"
+        return await self._scripts[name](keys=keys, args=list(args))
+
+    # -- meeting -------------------------------------------------------------------------------
+    async def create(self, m: str, device_id: str, now: int, source: str) -> Created:
+        st, started, created = await self._run(
+            "create", [MeetingKeys.meta(m)], [m, device_id, now, source]
         )
+        return Created(_s(st), int(started), bool(int(created)))
 
     async def append(
         self,
         m: str,
         device_id: str,
         now: int,
-        segments: list[dict[str, Any]],
+        items: Sequence[tuple[str, Segment]],
         *,
+        seen_id: str = "",
         max_pending: int = -1,
-        dedup_s: int = 0,
+        dedup_ms: int = 0,
+        rate_dropped: int = 0,
+        whole: bool = False,
     ) -> AppendResult:
-        args: list[Any] = [m, device_id, now, max_pending, dedup_s, MeetingKeys.dedup_prefix(m)]
-        for seg in segments:
-            args += [seg["text"] if dedup_s > 0 else "", json.dumps(seg, ensure_ascii=False)]
-        total, acc, dup, over = await self._append(
-            keys=[
+        """Store ``(digest, segment)`` pairs unless the meeting is not active; ``digest`` ''
+        exempts an item from the duplicate check. ``whole``: all of them or none (``full``:
+        over the pending cap, nothing recorded, ask again later)."""
+        args: list[Any] = [
+            device_id,
+            now,
+            max_pending,
+            dedup_ms,
+            seen_id,
+            rate_dropped,
+            "1" if whole else "0",
+        ]
+        for digest, seg in items:
+            args += [digest, seg.model_dump_json(by_alias=True, exclude_none=True)]
+        kind, outcome = await self._run(
+            "append",
+            [
                 MeetingKeys.meta(m),
                 MeetingKeys.segments(m),
-                MeetingKeys.ACTIVE,
-                MeetingKeys.device(device_id),
+                MeetingKeys.seen(m),
+                MeetingKeys.dedup(m),
             ],
-            args=args,
+            args,
         )
-        return AppendResult(int(total) < 0, int(total), int(acc), int(dup), int(over))
+        kind = _s(kind)
+        return AppendResult.parse(kind, _s(outcome), repeat=kind == "seen")
 
     async def begin_finalize(
-        self, m: str, device_id: str, now: int, source: str, *, create: bool
+        self, m: str, now: int, source: str, reason: str, seen_id: str = ""
     ) -> FinalizeBegin | None:
-        res = await self._begin(
-            keys=[
-                MeetingKeys.meta(m),
-                MeetingKeys.segments(m),
-                MeetingKeys.ACTIVE,
-                MeetingKeys.device(device_id),
-            ],
-            args=[m, device_id, now, source, "1" if create else "0"],
+        """Flip active -> finalizing (once); None when the meeting does not exist."""
+        out = await self._run(
+            "begin",
+            [MeetingKeys.meta(m), MeetingKeys.segments(m), MeetingKeys.seen(m)],
+            [now, source, reason, seen_id],
         )
-        if not res:
+        if not out:
             return None
-        st, started, pending, dev, total = res
-        return FinalizeBegin(str(st), int(started), max(int(pending), 0), str(dev), int(total))
+        st, started, pending, total = _s(out).split(":")
+        return FinalizeBegin(st, int(started), int(pending), int(total))
 
-    async def take_push(self, m: str, max_items: int) -> tuple[int, list[dict[str, Any]]] | None:
+    async def take_push(self, m: str, max_items: int) -> tuple[int, list[Segment]] | None:
         """Items since the last push (marked pushed), or None once the meeting is not active."""
-        res = await self._take(
-            keys=[MeetingKeys.meta(m), MeetingKeys.segments(m)], args=[max_items]
-        )
+        res = await self._run("take", [MeetingKeys.meta(m), MeetingKeys.segments(m)], [max_items])
         if not res:
             return None
         total, items = res
-        return int(total), [json.loads(i) for i in items]
+        return int(total), [Segment.model_validate_json(i) for i in items]
 
-    async def finish(self, m: str, device_id: str, ttl_s: int) -> None:
-        await self._finish(
-            keys=[
-                MeetingKeys.meta(m),
-                MeetingKeys.segments(m),
-                MeetingKeys.ACTIVE,
-                MeetingKeys.device(device_id),
-                MeetingKeys.summary(m),
-                MeetingKeys.generations(m),
-            ],
-            args=[m, ttl_s],
+    async def acquire(self, m: str, holder: str, ttl_ms: int) -> Acquired | None:
+        """The finalize lock with a new fencing token, if the meeting is finalizing and free."""
+        fence, gens = await self._run(
+            "acquire",
+            [MeetingKeys.meta(m), MeetingKeys.lock(m), MeetingKeys.fence(m)],
+            [holder, ttl_ms],
         )
+        return Acquired(int(fence), int(gens)) if int(fence) > 0 else None
 
-    async def meta(self, m: str) -> dict[str, str]:
+    async def commit(self, m: str, record: SummaryRecord) -> Committed:
+        code, raw = await self._run(
+            "commit",
+            [MeetingKeys.meta(m), MeetingKeys.summary(m), MeetingKeys.fence(m)],
+            [record.fence, record.model_dump_json(by_alias=True)],
+        )
+        code = int(code)
+        if code < 0:
+            return Committed("superseded", None)
+        stored = SummaryRecord.model_validate_json(_s(raw))
+        return Committed("ours" if code == 1 else "earlier", stored)
+
+    async def finish(self, m: str, now: int, ttl_s: int) -> bool:
+        return bool(await self._run("finish", MeetingKeys.all_of(m), [now, ttl_s]))
+
+    async def mark_checkpoint(self, m: str, now: int) -> int:
+        """The checkpoint count, or 0 when the meeting is no longer active."""
+        return int(await self._run("checkpoint", [MeetingKeys.meta(m)], [now]))
+
+    async def mark_once(self, m: str, field: str, value: str = "1") -> bool:
+        return bool(await self._run("mark_once", [MeetingKeys.meta(m)], [field, value]))
+
+    async def mark(self, m: str, field: str, value: str = "1") -> None:
+        await self.redis.hset(MeetingKeys.meta(m), field, value)
+
+    async def meta(self, m: str) -> MeetingMeta | None:
         raw = await self.redis.hgetall(MeetingKeys.meta(m))
-        return {str(k): str(v) for k, v in raw.items()}
+        return MeetingMeta.from_hash({_s(k): _s(v) for k, v in raw.items()})
 
     async def status(self, m: str) -> str | None:
         value = await self.redis.hget(MeetingKeys.meta(m), "status")
-        return str(value) if value is not None else None
+        return _s(value) if value is not None else None
 
-    async def segments(self, m: str, start: int = 0, end: int = -1) -> list[dict[str, Any]]:
+    async def segments(self, m: str, start: int = 0, end: int = -1) -> list[Segment]:
         raw = await self.redis.lrange(MeetingKeys.segments(m), start, end)
-        return [json.loads(r) for r in raw]
+        return [Segment.model_validate_json(r) for r in raw]
 
     async def segment_count(self, m: str) -> int:
         return int(await self.redis.llen(MeetingKeys.segments(m)))
 
-    async def active_meetings(self) -> list[str]:
-        return sorted(str(m) for m in await self.redis.smembers(MeetingKeys.ACTIVE))
+    async def stored_summary(self, m: str) -> SummaryRecord | None:
+        raw = await self.redis.get(MeetingKeys.summary(m))
+        return SummaryRecord.model_validate_json(_s(raw)) if raw else None
+
+    async def lock_held(self, m: str) -> bool:
+        return bool(await self.redis.exists(MeetingKeys.lock(m)))
+
+    async def lease_held(self, m: str) -> bool:
+        return bool(await self.redis.exists(MeetingKeys.lease(m)))
+
+    # -- the set of live meetings (scanned by every replica) ----------------------------------
+    async def register(self, m: str, now: int) -> None:
+        await self.redis.zadd(MeetingKeys.ACTIVE, {m: now}, nx=True)
+
+    async def unregister(self, m: str) -> None:
+        await self.redis.zrem(MeetingKeys.ACTIVE, m)
+
+    async def live_meetings(self) -> list[tuple[str, int]]:
+        raw = await self.redis.zrange(MeetingKeys.ACTIVE, 0, -1, withscores=True)
+        return [(_s(pair[0]), int(pair[1])) for pair in raw]
+
+    # -- device ---------------------------------------------------------------------------------
+    async def resolve(
+        self,
+        device_id: str,
+        message_id: str,
+        *,
+        n: int,
+        limit: int,
+        rate_kind: str,
+        window_s: int,
+        now_ms: int,
+        seen_ttl_s: int,
+        meeting_id: str | None = None,
+        sliding: bool = False,
+    ) -> Resolved:
+        """Which meeting a device message is for, bound to its message id (a retry finds the
+        same meeting even after the device moved on), and how many of its ``n`` items fit the
+        device's rate: ``limit`` per ``window_s``, in fixed windows, or in any ``window_s``
+        (``sliding``: a log of the requests, for a low limit that must hold exactly)."""
+        window = 0 if sliding else now_ms // (window_s * 1000)
+        m, kind, allowed = await self._run(
+            "resolve",
+            [
+                DeviceKeys.device(device_id),
+                DeviceKeys.seen(device_id, message_id),
+                DeviceKeys.rate(device_id, rate_kind, window),
+            ],
+            [
+                seen_ttl_s,
+                n,
+                limit,
+                window_s * 1000,
+                meeting_id or "",
+                "1" if sliding else "0",
+                now_ms,
+                message_id,
+            ],
+        )
+        m = _s(m)
+        return Resolved(m or None, _s(kind), int(allowed))  # type: ignore[arg-type]
+
+    async def device(self, device_id: str) -> dict[str, str]:
+        raw = await self.redis.hgetall(DeviceKeys.device(device_id))
+        return {_s(k): _s(v) for k, v in raw.items()}
 
     async def device_meeting(self, device_id: str) -> str | None:
-        value = await self.redis.get(MeetingKeys.device(device_id))
-        return str(value) if value else None
+        value = await self.redis.hget(DeviceKeys.device(device_id), "meeting")
+        return _s(value) if value else None
 
-    async def store_summary(self, m: str, record: dict[str, Any]) -> None:
-        await self.redis.set(MeetingKeys.summary(m), json.dumps(record, ensure_ascii=False))
+    async def claim(self, device_id: str, expected: str | None, new: str) -> str:
+        """Make ``new`` the device's meeting if it still has ``expected``; -> the current one."""
+        return _s(
+            await self._run(
+                "claim", [DeviceKeys.device(device_id)], [expected or "", new, DEVICE_TTL_S]
+            )
+        )
 
-    async def stored_summary(self, m: str) -> dict[str, Any] | None:
-        raw = await self.redis.get(MeetingKeys.summary(m))
-        return json.loads(raw) if raw else None
+    async def release(self, device_id: str, m: str, now: int) -> None:
+        await self._run("release", [DeviceKeys.device(device_id)], [m, now, DEVICE_TTL_S])
 
-    async def count_generation(self, m: str) -> int:
-        return int(await self.redis.incr(MeetingKeys.generations(m)))
-
-    async def mark_checkpoint(self, m: str, now: int) -> int:
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(MeetingKeys.meta(m), "last_checkpoint_at", now)
-        pipe.hincrby(MeetingKeys.meta(m), "checkpoints", 1)
-        res = await pipe.execute()
-        return int(res[1])
-
-    async def rate_take(self, device_id: str, n: int, per_second: int, now_ms: int) -> int:
-        """How many of ``n`` snippets fit in this device's per-second budget (fixed window)."""
-        key = MeetingKeys.rate(device_id, now_ms // 1000)
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.incrby(key, n)
-        pipe.expire(key, 2)
-        count = int((await pipe.execute())[0])
-        before = count - n
-        return max(0, min(n, per_second - before))
+    async def presence(self, device_id: str, kind: str, session_id: str, now: int) -> None:
+        await self._run(
+            "presence",
+            [DeviceKeys.device(device_id), DeviceKeys.sessions(device_id)],
+            [kind, session_id, now, DEVICE_TTL_S],
+        )

@@ -1,13 +1,22 @@
-"""One interface, two producers: the configured LLM, else (or on any failure) the local one."""
+"""One interface, two producers: the configured LLM, else (or on any failure) the local one.
+
+An LLM call runs under a deadline (``meeting.summary_deadline_s`` for final summaries,
+``meeting.checkpoint_deadline_s`` for checkpoints): a slow or failing LLM falls back to the local
+summarizer, so a meeting is never held up by it. Local summaries of long meetings are CPU work:
+they run in worker threads, :data:`LOCAL_SUMMARY_WORKERS` at a time, so the event loop (ACKs,
+lease renewals) stays responsive.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
+from supie_common.contracts import MeetingSegment as Segment
 from supie_common.settings import SupieSettings
 
 from .config import MeetingSettings
@@ -15,7 +24,16 @@ from .llm import LlmClients, LlmError, build_prompt
 from .local_summarizer import detect_language, summarize_local
 from .summary import Summary, is_weak, normalize_summary
 
-__all__ = ["Summarizer", "SummaryResult"]
+__all__ = ["LOCAL_SUMMARY_WORKERS", "Summarizer", "SummaryResult"]
+
+LOCAL_SUMMARY_WORKERS = 2  # local summaries at once per replica (CPU-bound, in threads)
+
+
+def _fields(seg: Segment | Mapping[str, Any]) -> tuple[str, str]:
+    """(speaker, text) of a segment record or a plain dict."""
+    if isinstance(seg, Segment):
+        return seg.speaker_id or "", seg.text
+    return str(seg.get("speakerId") or ""), str(seg.get("text") or "")
 
 
 @dataclass
@@ -33,6 +51,7 @@ class Summarizer:
     def __init__(self, settings: MeetingSettings) -> None:
         self.settings = settings
         self.clients = LlmClients()
+        self._local_slots = asyncio.Semaphore(LOCAL_SUMMARY_WORKERS)
 
     async def reload(self, settings: MeetingSettings) -> None:
         self.settings = settings
@@ -49,12 +68,22 @@ class Summarizer:
         return alias, provider
 
     async def summarize(
-        self, segments: list[dict[str, Any]], duration_ms: int, *, checkpoint: bool = False
+        self,
+        segments: Sequence[Segment | Mapping[str, Any]],
+        duration_ms: int,
+        *,
+        checkpoint: bool = False,
+        deadline_s: float | None = None,
     ) -> SummaryResult:
+        """Never raises for bad input or a bad LLM. ``deadline_s``: the most the LLM may take
+        (default: the configured summary or checkpoint deadline)."""
         started = time.perf_counter()
         settings = self.settings
         cfg = settings.meeting
-        texts = [str(s.get("text", "")) for s in segments if s.get("text")]
+        if deadline_s is None:
+            deadline_s = cfg.checkpoint_deadline_s if checkpoint else cfg.summary_deadline_s
+        pairs = [_fields(s) for s in segments]
+        texts = [text for _, text in pairs if text]
         fallback_title = (
             "会议纪要" if detect_language(" ".join(texts[:50])) == "zh" else "Meeting notes"
         )
@@ -63,16 +92,21 @@ class Summarizer:
         chosen = self._provider(settings)
         if chosen is not None:
             alias, provider = chosen
-            lines = [f"[{s.get('speakerId', '')}] {s.get('text', '')}" for s in segments]
+            lines = [f"[{speaker}] {text}" for speaker, text in pairs]
             prompt = build_prompt(lines, cfg.summary_transcript_max_chars, checkpoint=checkpoint)
+            timeout_s = min(cfg.llm_timeout_s or provider.timeout_s, deadline_s)
             t0 = time.perf_counter()
             try:
-                raw = await self.clients.complete_json(
-                    alias,
-                    provider,
-                    prompt,
-                    max_tokens=cfg.checkpoint_max_tokens if checkpoint else cfg.max_tokens,
-                    timeout_s=cfg.llm_timeout_s or provider.timeout_s,
+                # The httpx timeout covers each phase; the deadline covers the whole call.
+                raw = await asyncio.wait_for(
+                    self.clients.complete_json(
+                        alias,
+                        provider,
+                        prompt,
+                        max_tokens=cfg.checkpoint_max_tokens if checkpoint else cfg.max_tokens,
+                        timeout_s=timeout_s,
+                    ),
+                    deadline_s,
                 )
                 llm_ms = int((time.perf_counter() - t0) * 1000)
                 summary = normalize_summary(
@@ -86,12 +120,15 @@ class Summarizer:
                         summary, "llm", llm_ms, int((time.perf_counter() - started) * 1000)
                     )
                 reason = "weak output"
+            except TimeoutError:
+                llm_ms = int((time.perf_counter() - t0) * 1000)
+                reason = f"timed out after the {deadline_s}s deadline"
             except LlmError as exc:
                 llm_ms = int((time.perf_counter() - t0) * 1000)
                 reason = str(exc)
             logger.warning("llm summary unusable ({}); using the local summarizer", reason)
-        # CPU-bound for long meetings: keep it off the event loop.
-        raw_local = await asyncio.to_thread(summarize_local, texts)
+        async with self._local_slots:
+            raw_local = await asyncio.to_thread(summarize_local, texts)
         summary = normalize_summary(
             raw_local,
             duration_ms,
