@@ -49,7 +49,7 @@ WorkflowRequest = WorkflowUpdate | WorkflowList | WorkflowComplete | WorkflowDel
 
 # Server-owned fields a patch cannot set; ``groupKey`` is routing, not a field to copy.
 _SERVER_FIELDS = frozenset({"groupKey", "createdAt", "updatedAt"})
-# Core fields whose explicit null means "leave as is"; a null owner unassigns.
+# Core fields whose explicit null means "leave as is"; an empty owner unassigns.
 _KEEP_ON_NULL = frozenset({"title", "priority", "status"})
 
 
@@ -101,7 +101,7 @@ def patch_op(patch: TaskPatch, base: Task | None = None, *, create_only: bool = 
             continue
         if value is None and name in _KEEP_ON_NULL:
             continue
-        if value is None and name == "owner":
+        if name == "owner" and not value:  # "" (or null, which the bus drops) unassigns
             op.set.pop(encode_value(name), None)
             op.unset.append(encode_value(name))
             continue
