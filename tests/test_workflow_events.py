@@ -32,7 +32,6 @@ from supie_common.contracts.device import validate_server_message
 from supie_workflow.store import GroupKeys
 
 
-
 def _load_support() -> Any:
     name = "workflow_test_support"
     if name not in sys.modules:

@@ -121,6 +121,9 @@ class FakeGateway:
             future = self._waiting.pop(parts[5], None)
             if future is None or future.done():
                 return  # a late answer to an attempt already answered
+            if not msg.data:  # NATS "no responders": nobody took it, try again
+                future.set_result(InboundReply(retry=True, error="no responders"))
+                return
             reply = decode(InboundReply, msg.data)
             if reply.retry:
                 future.set_result(reply)
@@ -247,7 +250,7 @@ def install_commands_stand_in() -> None:
             re.fullmatch(r"完成(第.个)?任务", t)
         ):
             return VoiceCommand(Intent.COMPLETE, ordinal=ordinal, language="en")
-        if re.fullmatch(r"(claim|take)( the \w+ task| task \d+)?", t) or re.fullmatch(
+        if re.fullmatch(r"(claim|take)( the \w+ task| task \d+| task)?", t) or re.fullmatch(
             r"(认领|领取)(第.个)?任务", t
         ):
             return VoiceCommand(Intent.ASSIGN, ordinal=ordinal)
@@ -265,9 +268,7 @@ def install_commands_stand_in() -> None:
     sys.modules["supie_common.commands"] = module
 
 
-async def start_workflow(
-    nats_url: str, redis_url: str, tmp_path: Path, **overrides: Any
-) -> Any:
+async def start_workflow(nats_url: str, redis_url: str, tmp_path: Path, **overrides: Any) -> Any:
     """A started in-process workflow replica (stop it with ``await svc.stop()``)."""
     from supie_common.settings import load_settings
     from supie_workflow import WorkflowService, WorkflowSettings

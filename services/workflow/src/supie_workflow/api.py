@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from supie_common.contracts import ApiReply, WorkflowApiRequest, new_id
-from supie_common.contracts.device import WorkflowMessage, describe_validation_error, to_frame
+from supie_common.contracts.device import DeviceMessage, describe_validation_error, to_frame
 from supie_common.settings import WorkflowSection
 
 from .groups import normalise_group, resolve_listing
@@ -29,7 +29,7 @@ from .store import TaskStore
 
 __all__ = ["BadParam", "WorkflowApi"]
 
-_MESSAGE = TypeAdapter(WorkflowMessage)
+_MESSAGE: TypeAdapter[Any] = TypeAdapter(DeviceMessage)
 
 RunFn = Callable[[WorkflowRequest, Sender, str, str], Awaitable[Outcome]]
 FetchFn = Callable[[str | None], Awaitable[MeetingTasks]]
@@ -130,12 +130,14 @@ class WorkflowApi:
         try:
             message = _MESSAGE.validate_python({**raw, "type": "workflow"})
         except ValidationError as exc:
-            _, text = describe_validation_error(exc)
+            _, text = describe_validation_error(exc, device_union=True)
             raise BadParam(f"message.{text}") from None
         by = _text(args, "by", required=False) or "console"
         outcome = await self.run(message, Sender("", group, by), by, new_id())
         frames = [json.loads(to_frame(f)) for f in outcome.frames]
-        status = 400 if outcome.error else 200
+        status = 200
+        if outcome.error:
+            status = 404 if frames and frames[0].get("code") == "NOT_FOUND" else 400
         return ApiReply(
             status=status,
             success=not outcome.error,
