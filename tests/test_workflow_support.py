@@ -295,3 +295,15 @@ def group_name() -> str:
 def device_in(group: str) -> str:
     """A device id whose default group (id[:8]) is ``group``."""
     return f"{group}:{new_id()[:10]}"
+
+
+async def wait_for_async(call: Callable[[], Any], within: float = 20.0, what: str = "call") -> Any:
+    """The first result of ``await call()`` that does not raise, retried until ``within``."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await call()
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
