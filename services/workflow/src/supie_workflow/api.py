@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 from supie_common.contracts import ApiReply, WorkflowApiRequest, new_id
-from supie_common.contracts.device import DeviceMessage, describe_validation_error, to_frame
+from supie_common.contracts.device import DeviceMessage, describe_validation_error
 from supie_common.settings import WorkflowSection
 
 from .groups import normalise_group, resolve_listing
@@ -31,7 +31,7 @@ __all__ = ["BadParam", "WorkflowApi"]
 
 _MESSAGE: TypeAdapter[Any] = TypeAdapter(DeviceMessage)
 
-RunFn = Callable[[WorkflowRequest, Sender, str, str], Awaitable[Outcome]]
+RunFn = Callable[[WorkflowRequest, Sender, str, str], Awaitable[tuple[Outcome, list[str]]]]
 FetchFn = Callable[[str | None], Awaitable[MeetingTasks]]
 ImportFn = Callable[[str, MeetingTasks], Awaitable[Outcome]]
 
@@ -85,9 +85,8 @@ class WorkflowApi:
         key = _text(args, "groupKey", required=True)
         assert key is not None
         group = resolve_listing(key, set(await self.store.groups()), self.config())
-        _, tasks = await self.store.snapshot(group)
-        items = [t.model_dump(by_alias=True, exclude_none=True) for t in tasks]
-        return ApiReply(data={"items": items, "groupKey": group})
+        snapshot = await self.store.snapshot(group)
+        return ApiReply(data={"items": snapshot.dicts(), "groupKey": group})
 
     async def _groups(self) -> ApiReply:
         items = [
@@ -133,8 +132,8 @@ class WorkflowApi:
             _, text = describe_validation_error(exc, device_union=True)
             raise BadParam(f"message.{text}") from None
         by = _text(args, "by", required=False) or "console"
-        outcome = await self.run(message, Sender("", group, by), by, new_id())
-        frames = [json.loads(to_frame(f)) for f in outcome.frames]
+        outcome, texts = await self.run(message, Sender("", group, by), by, new_id())
+        frames = [json.loads(text) for text in texts]
         status = 200
         if outcome.error:
             status = 404 if frames and frames[0].get("code") == "NOT_FOUND" else 400

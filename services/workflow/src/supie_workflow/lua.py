@@ -9,7 +9,8 @@ snapshot is assembled as JSON text by string concatenation.
 KEYS (write script): 1 tasks hash (id -> packed task), 2 order zset (id -> creation sequence),
 3 version counter, 4 the request's "seen" key (message id or requestId). The seen key records the
 outcome atomically with the change, so a retried request is applied at most once and answered
-alike.
+alike. ARGV: op, now (ms), seen TTL (s), max tasks, the group key as JSON, the op's payload as
+JSON (see each op).
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ local function to_json(t)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
+-- {priority, task JSON, priority, task JSON, ...} in creation order
 local function snapshot()
   local ids = redis.call('zrange', KEYS[2], 0, -1)
   local out = {}
   if #ids == 0 then return out end
   local blobs = redis.call('hmget', KEYS[1], unpack(ids))
   for i = 1, #ids do
-    if blobs[i] then out[#out + 1] = to_json(cmsgpack.unpack(blobs[i])) end
+    if blobs[i] then
+      local t = cmsgpack.unpack(blobs[i])
+      out[#out + 1] = t['"priority"'] or '2'
+      out[#out + 1] = to_json(t)
+    end
   end
   return out
 end
@@ -54,6 +60,9 @@ local now = ARGV[2]
 local ttl = tonumber(ARGV[3])
 local max_tasks = tonumber(ARGV[4])
 local group_json = ARGV[5]
+-- Everything else in one JSON argument (one argument to send, not dozens). Its values are all
+-- strings (field values arrive JSON-encoded, as text), so decoding it is exact.
+local req = cjson.decode(ARGV[6])
 local STATUS, DONE, OWNER, UPDATED = '"status"', '"done"', '"owner"', '"updatedAt"'
 
 -- A request seen before: its recorded outcome, nothing applied again.
@@ -84,21 +93,15 @@ local changed = {}
 local created = {}
 
 if op == 'update' then
-  local pos = 6
-  local n = tonumber(ARGV[pos]); pos = pos + 1
+  -- payload: {p = {{id, mode, {name, value, ...}, {name, ...}}, ...}, d = {id, ...}}
   local patches = {}
-  for i = 1, n do
-    local p = {id = ARGV[pos], mode = ARGV[pos + 1], set = {}, unset = {}}
-    pos = pos + 2
-    local nset = tonumber(ARGV[pos]); pos = pos + 1
-    for j = 1, nset do p.set[#p.set + 1] = {ARGV[pos], ARGV[pos + 1]}; pos = pos + 2 end
-    local nunset = tonumber(ARGV[pos]); pos = pos + 1
-    for j = 1, nunset do p.unset[#p.unset + 1] = ARGV[pos]; pos = pos + 1 end
+  for _, raw in ipairs(req.p) do
+    local p = {id = raw[1], mode = raw[2], set = {}, unset = raw[4]}
+    local kv = raw[3]
+    for j = 1, #kv, 2 do p.set[#p.set + 1] = {kv[j], kv[j + 1]} end
     patches[#patches + 1] = p
   end
-  local ndel = tonumber(ARGV[pos]); pos = pos + 1
-  local dels = {}
-  for j = 1, ndel do dels[#dels + 1] = ARGV[pos]; pos = pos + 1 end
+  local dels = req.d
 
   local count = redis.call('zcard', KEYS[2])
   for _, p in ipairs(patches) do
@@ -140,8 +143,8 @@ if op == 'update' then
     end
   end
 elseif op == 'complete' or op == 'delete' then
-  local ids = {}
-  for i = 6, #ARGV do ids[#ids + 1] = ARGV[i] end
+  -- payload: {ids = {id, ...}}
+  local ids = req.ids
   for _, id in ipairs(ids) do
     if redis.call('hexists', KEYS[1], id) == 0 then return refuse('not_found', id) end
   end
@@ -161,7 +164,8 @@ elseif op == 'complete' or op == 'delete' then
     end
   end
 elseif op == 'assign' then
-  local id, owner = ARGV[6], ARGV[7]
+  -- payload: {id = id, owner = owner JSON}
+  local id, owner = req.id, req.owner
   local t = load(id)
   if t == nil then return refuse('not_found', id) end
   if t[OWNER] ~= owner then

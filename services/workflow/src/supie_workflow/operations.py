@@ -27,15 +27,15 @@ from supie_common.contracts.device import (
     WorkflowDelete,
     WorkflowError,
     WorkflowList,
-    WorkflowSnapshot,
     WorkflowUpdate,
 )
 from supie_common.settings import WorkflowSection
 
 from .groups import normalise_group
-from .store import GroupResult, PatchOp, TaskStore, encode_value
+from .store import GroupResult, PatchOp, Snapshot, TaskStore, encode_value
 
 __all__ = [
+    "Change",
     "Outcome",
     "Operations",
     "Sender",
@@ -61,23 +61,32 @@ class Sender:
     group: str
     alias: str
 
-    @property
-    def is_device(self) -> bool:
-        return bool(self.device_id)
+
+@dataclass(frozen=True)
+class Change:
+    """A group an operation changed: its snapshot after the change, and its online badges."""
+
+    snapshot: Snapshot
+    online: list[str]
+    fresh: bool  # changed now (not a replayed request)
 
 
 @dataclass
 class Outcome:
-    """The result of one request."""
+    """The result of one request: the sender's reply (``frames``, then the snapshot of its own
+    group) and the groups whose badges must hear about it."""
 
     op: str
-    frames: list[BaseModel] = field(default_factory=list)  # the sender's reply, in order
-    changed: dict[str, tuple[int, list[Task]]] = field(default_factory=dict)  # push to badges
-    sent: dict[str, int] = field(default_factory=dict)  # group -> version of a reply snapshot
+    frames: list[BaseModel] = field(default_factory=list)
+    snapshot: Snapshot | None = None
+    changed: dict[str, Change] = field(default_factory=dict)
     ids: list[str] = field(default_factory=list)
     idempotent: bool = False
     error: bool = False
-    fresh: set[str] = field(default_factory=set)  # groups changed now (not a replayed request)
+
+    def add(self, result: GroupResult) -> None:
+        if result.changed:
+            self.changed[result.group] = Change(result.snapshot, result.online, not result.repeated)
 
 
 def dedupe_key(device_id: str, message_id: str, request_id: str | None) -> tuple[str, bool]:
@@ -112,11 +121,10 @@ def patch_op(patch: TaskPatch, base: Task | None = None, *, create_only: bool = 
 
 def log_operation(outcome: Outcome, by: str) -> None:
     """One line per operation; task contents never at INFO."""
-    groups = ",".join(sorted(outcome.changed)) if outcome.changed else ""
     logger.info(
         "[Workflow] op={} groups=[{}] count={} by={} idempotent={}{}",
         outcome.op,
-        groups,
+        ",".join(sorted(outcome.changed)),
         len(outcome.ids),
         by or "api",
         str(outcome.idempotent).lower(),
@@ -129,9 +137,6 @@ class Operations:
         self.store = store
         self.config = config
 
-    def snapshot_frame(self, group: str, tasks: list[Task]) -> WorkflowSnapshot:
-        return WorkflowSnapshot(tasks=tasks, group_key=group)
-
     async def handle(
         self, message: WorkflowRequest, sender: Sender, dedupe: str, ttl_s: int
     ) -> Outcome:
@@ -143,36 +148,24 @@ class Operations:
             return await self._pull("list", sender, message.request_id)
         if isinstance(message, WorkflowComplete):
             result = await self.store.complete(sender.group, dedupe, message.ids, ttl_s=ttl_s)
-            return self._single("complete", result, sender, message.request_id, message.ids)
+            return self._single("complete", result, message.request_id, message.ids)
         if isinstance(message, WorkflowDelete):
             result = await self.store.delete(sender.group, dedupe, message.ids, ttl_s=ttl_s)
-            return self._single("delete", result, sender, message.request_id, message.ids)
+            return self._single("delete", result, message.request_id, message.ids)
         owner = (message.owner or "").strip() or sender.alias
         result = await self.store.assign(sender.group, dedupe, message.id, owner, ttl_s=ttl_s)
-        return self._single("assign", result, sender, message.request_id, [message.id])
-
-    async def snapshot(self, group: str) -> tuple[int, list[Task]]:
-        return await self.store.snapshot(group)
+        return self._single("assign", result, message.request_id, [message.id])
 
     # -- events --------------------------------------------------------------------------------
     async def _pull(self, event: str, sender: Sender, request_id: str | None) -> Outcome:
         # A pull is always of the sender's own group: a badge never reads another group's list.
-        version, tasks = await self.store.snapshot(sender.group)
         out = Outcome(op=event if event == "list" else "pull")
-        out.frames = [
-            WorkflowAck(event=event, request_id=request_id),
-            self.snapshot_frame(sender.group, tasks),
-        ]
-        out.sent[sender.group] = version
+        out.frames = [WorkflowAck(event=event, request_id=request_id)]
+        out.snapshot = await self.store.snapshot(sender.group)
         return out
 
     def _single(
-        self,
-        event: str,
-        result: GroupResult,
-        sender: Sender,
-        request_id: str | None,
-        asked: list[str],
+        self, event: str, result: GroupResult, request_id: str | None, asked: list[str]
     ) -> Outcome:
         out = Outcome(op=event)
         if result.status == "not_found":
@@ -197,14 +190,10 @@ class Operations:
                 idempotent=True if out.idempotent else None,
                 request_id=request_id,
                 ids=result.ids or None,
-            ),
-            self.snapshot_frame(sender.group, result.tasks),
+            )
         ]
-        out.sent[sender.group] = result.version
-        if result.changed:
-            out.changed[sender.group] = (result.version, result.tasks)
-            if not result.repeated:
-                out.fresh.add(sender.group)
+        out.snapshot = result.snapshot
+        out.add(result)
         return out
 
     async def _update(
@@ -227,8 +216,7 @@ class Operations:
         moving = [pid for g, ps in by_group.items() if g != home for pid in ps]
         home_tasks: dict[str, Task] = {}
         if moving:
-            _, tasks = await self.store.snapshot(home)
-            home_tasks = {t.id: t for t in tasks}
+            home_tasks = {t.id: t for t in (await self.store.snapshot(home)).tasks}
         moved_out = [pid for pid in moving if pid in home_tasks]
         groups = sorted(g for g in by_group if g != home)
         if home in by_group or moved_out:
@@ -257,18 +245,12 @@ class Operations:
         out = self._full("update", full, message.request_id) if full else Outcome(op="update")
         for r in results:
             out.ids += [i for i in r.ids if i not in out.ids]
-            if r.changed:
-                out.changed[r.group] = (r.version, r.tasks)
-                if not r.repeated:
-                    out.fresh.add(r.group)
+            out.add(r)
         if full:
             return out
         out.idempotent = not out.changed
         mine = next((r for r in results if r.group == sender.group), None)
-        if mine is not None:
-            version, tasks = mine.version, mine.tasks
-        else:
-            version, tasks = await self.store.snapshot(sender.group)
+        out.snapshot = mine.snapshot if mine else await self.store.snapshot(sender.group)
         out.frames = [
             WorkflowAck(
                 event="update",
@@ -276,10 +258,8 @@ class Operations:
                 request_id=message.request_id,
                 ids=out.ids or None,
                 groups=sorted(out.changed) or None,
-            ),
-            self.snapshot_frame(sender.group, tasks),
+            )
         ]
-        out.sent[sender.group] = version
         return out
 
     async def _capacity_problem(
@@ -288,8 +268,7 @@ class Operations:
         """A group the update would overfill (checked before any of its changes: each group's
         script checks again atomically)."""
         for g, patches in by_group.items():
-            _, tasks = await self.store.snapshot(g)
-            have = {t.id for t in tasks}
+            have = {t.id for t in (await self.store.snapshot(g)).tasks}
             count = len(have | set(patches)) - (len(set(moved_out) & have) if g == home else 0)
             if count > self.store.max_tasks:
                 return g
@@ -315,12 +294,8 @@ class Operations:
         """Create the tasks that do not exist yet (an import never changes an existing one)."""
         ops = [patch_op(p, create_only=True) for p in patches]
         result = await self.store.update(group, dedupe, ops, ttl_s=ttl_s)
-        out = Outcome(op="import")
         if result.status == "full":
             return self._full("import", group, None)
-        out.ids = result.ids
-        out.idempotent = not result.changed
-        if result.changed:
-            out.changed[group] = (result.version, result.tasks)
-            out.fresh.add(group)
+        out = Outcome(op="import", ids=result.ids, idempotent=not result.changed)
+        out.add(result)
         return out

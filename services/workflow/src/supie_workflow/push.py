@@ -2,89 +2,189 @@
 start (debounced per device across replicas), and the console's live view.
 
 Snapshots of one group from different requests (and replicas) may overtake each other on their way
-to a badge. So whoever sent a snapshot of version ``v`` checks, once the bus has it (flush), that
-the group is still at ``v``; if not, it sends the group's current snapshot to every online badge
-of the group, and checks again. The last snapshot each badge receives is then the group's latest:
-a change that comes after the check publishes its own snapshot after ours.
+to a badge. Two rules make the last snapshot every badge holds the group's latest:
+
+1. within a replica, snapshots of a group go out in version order: an older push is dropped once
+   a newer one went out, and a reply carries the newest snapshot this replica has seen;
+2. whoever sent a snapshot of version ``v`` checks, once the bus has it (flush), that the group is
+   still at ``v``. If not, a newer snapshot from another replica may have been overtaken by ours:
+   the group is marked for a *resync*, which sends the current snapshot to every online badge of
+   the group as soon as the group has been quiet for :data:`QUIET_S` (or busy for
+   :data:`MAX_WAIT_S`), then checks again. While a group keeps changing, every change brings its
+   own fresh snapshot; the resync only fixes the end of a burst: one snapshot per burst, not one
+   per change.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
+from collections import OrderedDict
+from functools import lru_cache
 
 from loguru import logger
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
-from supie_common.contracts import (
-    DeviceOutbound,
-    Subjects,
-    WorkflowGroupChanged,
-    device_token,
-    encode,
-)
-from supie_common.contracts.device import Task, WorkflowSnapshot
-from supie_common.store import Presence
+from supie_common.contracts import DeviceOutbound, Subjects, device_token, encode, now_ms
 
-from .store import TaskStore
+from .store import Snapshot, TaskStore
 
-__all__ = ["Pusher", "SETTLE_ROUNDS"]
+__all__ = ["FlushBatcher", "MAX_WAIT_S", "Pusher", "QUIET_S", "device_out", "group_changed_payload"]
 
-SETTLE_ROUNDS = 5  # a group still changing after this many re-sends gets them from later changes
+QUIET_S = 0.05  # a group unchanged this long is "quiet"
+MAX_WAIT_S = 1.0  # a group busy this long is resynced anyway
+_LATEST_GROUPS = 4096  # newest snapshots remembered per replica (the busiest groups)
 
 
-def _frame(group: str, tasks: list[Task]) -> bytes:
-    return encode(DeviceOutbound.of(WorkflowSnapshot(tasks=tasks, group_key=group)))
+@lru_cache(maxsize=65536)
+def device_out(device_id: str) -> str:
+    return Subjects.device_out(device_id)
+
+
+def group_changed_payload(snapshot: Snapshot, op: str, by: str) -> bytes:
+    """``encode(WorkflowGroupChanged(...))`` without parsing the tasks into models and encoding
+    them again: the task texts are the stored ones (readers decode it with the model)."""
+    return (
+        f'{{"group_key":{json.dumps(snapshot.group)},"tasks":[{",".join(snapshot.items)}],'
+        f'"op":{json.dumps(op)},"by":{json.dumps(by)},"ts_ms":{now_ms()}}}'
+    ).encode()
+
+
+class FlushBatcher:
+    """``await nc.flush()`` shared by everyone waiting: each caller waits for one flush that
+    started after it called (so its earlier publishes are at the server), and concurrent callers
+    share it instead of sending one PING each."""
+
+    def __init__(self, nc: NATS) -> None:
+        self.nc = nc
+        self._next: asyncio.Future[None] | None = None
+        self._runner: asyncio.Task[None] | None = None
+
+    async def __call__(self) -> None:
+        if self._next is None:
+            self._next = asyncio.get_running_loop().create_future()
+        waiting = self._next
+        if self._runner is None or self._runner.done():
+            self._runner = asyncio.create_task(self._run(), name="workflow-flush")
+        await asyncio.shield(waiting)
+
+    async def _run(self) -> None:
+        while self._next is not None:
+            current, self._next = self._next, None
+            try:
+                await self.nc.flush(timeout=5)
+            except Exception as exc:
+                current.set_exception(exc)
+            else:
+                current.set_result(None)
 
 
 class Pusher:
-    def __init__(self, nc: NATS, redis: Redis, store: TaskStore, presence: Presence) -> None:
+    def __init__(self, nc: NATS, redis: Redis, store: TaskStore) -> None:
         self.nc = nc
         self.redis = redis
         self.store = store
-        self.presence = presence
         self.pushed = 0
+        self.resyncs = 0
+        self.flush = FlushBatcher(nc)
+        self._latest: OrderedDict[str, Snapshot] = OrderedDict()
+        self._dirty: dict[str, tuple[int, float]] = {}  # group -> (version seen, since)
+        self._wake = asyncio.Event()
 
-    async def online(self, group: str) -> list[str]:
-        return await self.presence.online_in_group(group)
+    def newest(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot``, or a newer one of its group this replica has seen."""
+        known = self._latest.get(snapshot.group)
+        if known is not None and known.version > snapshot.version:
+            return known
+        self._latest[snapshot.group] = snapshot
+        self._latest.move_to_end(snapshot.group)
+        if len(self._latest) > _LATEST_GROUPS:
+            self._latest.popitem(last=False)
+        return snapshot
 
-    async def to_group(self, group: str, tasks: list[Task], *, exclude: str = "") -> int:
-        """Publish the snapshot to the group's online badges (not ``exclude``: it has it in its
-        reply). Returns how many got it."""
-        data = _frame(group, tasks)
-        devices = [d for d in await self.online(group) if d != exclude]
+    async def to_group(
+        self,
+        snapshot: Snapshot,
+        online: list[str] | None = None,
+        *,
+        exclude: str = "",
+        force: bool = False,
+    ) -> int:
+        """The snapshot to the group's online badges (not ``exclude``: it has it in its reply),
+        unless this replica already sent a newer one. Returns how many got it."""
+        if online is None:
+            online = await self.store.online(snapshot.group)
+        newest = self.newest(snapshot)
+        if newest is not snapshot and not force:
+            return 0
+        snapshot = newest
+        data = encode(DeviceOutbound(frame=snapshot.frame))
+        devices = [d for d in online if d != exclude]
+        # publish() only buffers: nothing yields between these, so no other snapshot of this
+        # group from this replica lands in between.
         for device in devices:
-            await self.nc.publish(Subjects.device_out(device), data)
+            await self.nc.publish(device_out(device), data)
         self.pushed += len(devices)
         return len(devices)
 
-    async def to_device(self, device_id: str, group: str, tasks: list[Task]) -> None:
-        await self.nc.publish(Subjects.device_out(device_id), _frame(group, tasks))
+    async def to_device(self, device_id: str, snapshot: Snapshot) -> None:
+        snapshot = self.newest(snapshot)
+        await self.nc.publish(device_out(device_id), encode(DeviceOutbound(frame=snapshot.frame)))
         self.pushed += 1
 
-    async def group_changed(self, group: str, tasks: list[Task], op: str, by: str) -> None:
-        event = WorkflowGroupChanged(group_key=group, tasks=tasks, op=op, by=by)
-        await self.nc.publish(Subjects.workflow_group(group), encode(event))
+    async def group_changed(self, snapshot: Snapshot, op: str, by: str) -> None:
+        await self.nc.publish(
+            Subjects.workflow_group(snapshot.group), group_changed_payload(snapshot, op, by)
+        )
 
-    async def settle(self, sent: dict[str, int]) -> None:
-        """After snapshots of these group versions went out: re-send until each group is still
-        at the version its badges last got from us."""
+    async def check(self, sent: dict[str, int]) -> None:
+        """After snapshots of these group versions went out: mark the groups that moved on."""
         if not sent:
             return
-        await self.nc.flush()
-        pending = dict(sent)
-        for _ in range(SETTLE_ROUNDS):
-            groups = list(pending)
-            versions = await asyncio.gather(*(self.store.version(g) for g in groups))
-            moved = {g: v for g, v in zip(groups, versions, strict=True) if v != pending[g]}
-            if not moved:
-                return
-            pending = {}
-            for g in moved:
-                version, tasks = await self.store.snapshot(g)
-                await self.to_group(g, tasks)
-                pending[g] = version
-            await self.nc.flush()
-        logger.debug("groups {} still changing after {} re-sends", sorted(pending), SETTLE_ROUNDS)
+        await self.flush()
+        groups = list(sent)
+        versions = await asyncio.gather(*(self.store.version(g) for g in groups))
+        now = time.monotonic()
+        for g, v in zip(groups, versions, strict=True):
+            if v != sent[g] and g not in self._dirty:
+                self._dirty[g] = (v, now)
+                self._wake.set()
+
+    async def resync_loop(self) -> None:
+        """Runs for the service's life: resyncs groups marked by :meth:`check`."""
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._dirty:
+                await asyncio.sleep(QUIET_S)
+                try:
+                    await self._resync_round()
+                except Exception as exc:  # Redis away: the groups stay marked, try again
+                    logger.warning("[Workflow] resync failed ({})", type(exc).__name__)
+                    await asyncio.sleep(1.0)
+
+    async def _resync_round(self) -> None:
+        groups = list(self._dirty)
+        versions = await asyncio.gather(*(self.store.version(g) for g in groups))
+        now = time.monotonic()
+        due: list[str] = []
+        for g, v in zip(groups, versions, strict=True):
+            seen, since = self._dirty[g]
+            if v == seen or now - since > MAX_WAIT_S:
+                due.append(g)
+            else:
+                self._dirty[g] = (v, since)  # still busy: its changes bring fresh snapshots
+        sent: dict[str, int] = {}
+        for g in due:
+            snapshot = await self.store.snapshot(g)
+            await self.to_group(snapshot, force=True)
+            sent[g] = snapshot.version
+            del self._dirty[g]
+        if due:
+            self.resyncs += len(due)
+            logger.debug("[Workflow] resync groups={}", sorted(due))
+            await self.check(sent)
 
     async def greet(self, device_id: str, group: str, source: str, debounce_ms: int) -> bool:
         """A snapshot for a badge that connected, said hello or entered working mode, unless
@@ -93,14 +193,14 @@ class Pusher:
             key = f"supie:wf:{{d:{device_token(device_id)}}}:greeted"
             if not await self.redis.set(key, source, nx=True, px=debounce_ms):
                 return False
-        version, tasks = await self.store.snapshot(group)
-        await self.to_device(device_id, group, tasks)
+        snapshot = await self.store.snapshot(group)
+        await self.to_device(device_id, snapshot)
         logger.info(
             "[Workflow] op=snapshot source={} groups=[{}] count={} by={}",
             source,
             group,
-            len(tasks),
+            len(snapshot.items),
             device_id,
         )
-        await self.settle({group: version})
+        await self.check({group: snapshot.version})
         return True

@@ -19,6 +19,9 @@ from loguru import logger
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel
+from redis import __version__ as redis_version
+from redis.asyncio import ConnectionPool, Redis
+from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 from supie_common.bus import parse
 from supie_common.contracts import (
@@ -35,6 +38,7 @@ from supie_common.contracts import (
     WorkflowApiRequest,
     encode,
     new_id,
+    to_frame,
 )
 from supie_common.contracts.device import (
     ErrorCode,
@@ -42,31 +46,25 @@ from supie_common.contracts.device import (
     WorkflowCommandNotice,
     WorkflowComplete,
     WorkflowError,
-    WorkflowUpdate,
 )
 from supie_common.service import Service
-from supie_common.store import Presence
+from supie_common.store import K
 
 from .api import WorkflowApi
 from .config import WorkflowSettings
 from .groups import sender_group
 from .intent_llm import IntentLlm
-from .intents import Command, pick_target, recognise_rules
+from .intents import Command, open_tasks, pick_target, recognise_rules
 from .meeting_import import MeetingTasks, fetch_meeting_tasks
-from .operations import (
-    Operations,
-    Outcome,
-    Sender,
-    WorkflowRequest,
-    dedupe_key,
-    log_operation,
-)
-from .push import Pusher
+from .operations import Operations, Outcome, Sender, WorkflowRequest, dedupe_key, log_operation
+from .push import Pusher, device_out
 from .store import TaskStore
 
 __all__ = ["WorkflowService", "MAX_IN_FLIGHT"]
 
-MAX_IN_FLIGHT = 256  # requests handled at once per replica (the rest wait in NATS)
+MAX_IN_FLIGHT = 128  # requests handled at once per replica (the rest wait in NATS)
+REDIS_CONNECTIONS = MAX_IN_FLIGHT + 32  # one per request in flight, and the background work
+REDIS_WARM = 16  # connections opened at start (redis-py spends ~5 ms of CPU on each)
 STOP_GRACE_S = 5.0
 _STORE_ERRORS = (RedisError, ConnectionError, OSError, asyncio.TimeoutError)
 
@@ -87,6 +85,7 @@ class WorkflowService(Service[WorkflowSettings]):
         self._slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         self._inflight: set[asyncio.Task[None]] = set()
         self._subs: list[Subscription] = []
+        self._tasks_redis: Redis | None = None
         self._store: TaskStore | None = None
         self._pusher: Pusher | None = None
         self._ops: Operations | None = None
@@ -114,14 +113,29 @@ class WorkflowService(Service[WorkflowSettings]):
         return max(600, int(self.settings.server.accept_timeout_s * 4))
 
     async def on_start(self) -> None:
-        if self.redis is None:
+        if not self.settings.redis.url:
             raise RuntimeError("the workflow service needs Redis: set redis.url")
+        # Its own client on a plain pool: every request holds at most one connection at a time
+        # and requests in flight are bounded, so a pool that never blocks (cheaper per command
+        # than the shared blocking one) cannot run dry.
+        pool = ConnectionPool.from_url(
+            self.settings.redis.url,
+            decode_responses=True,
+            max_connections=REDIS_CONNECTIONS,
+            health_check_interval=10,
+            # given, not looked up in the package metadata for every new connection (~1 ms each)
+            driver_info=DriverInfo(lib_version=redis_version),
+        )
+        self._tasks_redis = redis = Redis.from_pool(pool)
+        await asyncio.gather(*(redis.ping() for _ in range(REDIS_WARM)))
         cfg = self.settings.workflow
         self._store = TaskStore(
-            self.redis, max_tasks=cfg.max_tasks_per_group, seen_ttl_s=self.message_ttl_s
+            redis,
+            max_tasks=cfg.max_tasks_per_group,
+            seen_ttl_s=self.message_ttl_s,
+            presence_ttl_s=self.settings.server.presence_ttl_s,
         )
-        presence = Presence(self.redis, self.settings.server.presence_ttl_s)
-        self._pusher = Pusher(self.nc, self.redis, self._store, presence)
+        self._pusher = Pusher(self.nc, redis, self._store)
         self._ops = Operations(self._store, cfg)
         self.api = WorkflowApi(
             self._store,
@@ -130,7 +144,7 @@ class WorkflowService(Service[WorkflowSettings]):
             self._fetch_meeting,
             self._import_tasks,
         )
-        await self.redis.ping()
+        self.spawn(self._pusher.resync_loop(), "workflow-resync", critical=True)
         q = Queues.WORKFLOW
         routes: list[tuple[str, Callable[[Msg], Awaitable[None]]]] = [
             (Subjects.WORKFLOW_INBOUND, self._on_inbound),
@@ -156,6 +170,11 @@ class WorkflowService(Service[WorkflowSettings]):
             await asyncio.wait(set(self._inflight), timeout=STOP_GRACE_S)
         await self.intent_llm.aclose()
 
+    async def stop(self) -> None:
+        await super().stop()
+        if self._tasks_redis is not None:
+            await self._tasks_redis.aclose()
+
     async def on_config(
         self, old: WorkflowSettings, new: WorkflowSettings, keys: list[str]
     ) -> None:
@@ -164,14 +183,14 @@ class WorkflowService(Service[WorkflowSettings]):
         if self._store is not None:
             self._store.max_tasks = new.workflow.max_tasks_per_group
             self._store.seen_ttl_s = self.message_ttl_s
-        if self._pusher is not None:
-            self._pusher.presence.ttl_s = new.server.presence_ttl_s
+            self._store.presence_ttl_s = new.server.presence_ttl_s
 
     def health_detail(self) -> dict[str, Any]:
         return {
             "inflight": len(self._inflight),
             "handled": self.handled,
             "pushed": self._pusher.pushed if self._pusher else 0,
+            "resyncs": self._pusher.resyncs if self._pusher else 0,
         }
 
     def _concurrently(self, handler: Callable[[Msg], Awaitable[None]]) -> Any:
@@ -186,7 +205,7 @@ class WorkflowService(Service[WorkflowSettings]):
 
         async def cb(msg: Msg) -> None:
             await self._slots.acquire()
-            task = self.spawn(run(msg), f"workflow:{msg.subject.rsplit('.', 1)[-1]}")
+            task = self.spawn(run(msg), "workflow-request")
             self._inflight.add(task)
             task.add_done_callback(self._inflight.discard)
 
@@ -197,26 +216,34 @@ class WorkflowService(Service[WorkflowSettings]):
         if msg.reply:
             await msg.respond(encode(reply))
 
-    async def _deliver(
-        self, outcome: Outcome, sender: Sender, reply: Callable[[], Awaitable[None]]
-    ) -> None:
-        """Push the changed groups' snapshots, reply, log, then settle (see :mod:`.push`)."""
-        exclude = sender.device_id if sender.group in outcome.sent else ""
+    def _reply(self, outcome: Outcome) -> tuple[list[str], dict[str, int]]:
+        """The sender's frames (the newest snapshot of its group this replica knows, last) and
+        the versions of the snapshots in them."""
+        frames = [to_frame(f) for f in outcome.frames]
+        if outcome.snapshot is None:
+            return frames, {}
+        snapshot = self.pusher.newest(outcome.snapshot)
+        return [*frames, snapshot.frame], {snapshot.group: snapshot.version}
+
+    async def _deliver(self, outcome: Outcome, sender: Sender, msg: Msg | None) -> None:
+        """Push the changed groups' snapshots, reply, log, then check that no newer snapshot
+        was overtaken (see :mod:`.push`)."""
+        in_reply = outcome.snapshot.group if outcome.snapshot is not None else None
         by = sender.device_id or sender.alias
-        for group, (_, tasks) in outcome.changed.items():
-            await self.pusher.to_group(
-                group, tasks, exclude=exclude if group == sender.group else ""
-            )
-            if group in outcome.fresh:
-                await self.pusher.group_changed(group, tasks, outcome.op, by)
-        if outcome.changed:
-            await self.nc.flush()  # the others' snapshots are on the bus before the ack
-        await reply()
+        sent: dict[str, int] = {}
+        for group, change in outcome.changed.items():
+            exclude = sender.device_id if group == in_reply else ""
+            await self.pusher.to_group(change.snapshot, change.online, exclude=exclude)
+            sent[group] = change.snapshot.version
+            if change.fresh:
+                await self.pusher.group_changed(change.snapshot, outcome.op, by)
+        frames, in_frames = self._reply(outcome)
+        if msg is not None:
+            # Same connection, after the pushes: the bus has them before the acknowledgement.
+            await self._respond(msg, InboundReply(frames=frames))
         self.handled += 1
         log_operation(outcome, by)
-        sent = {g: v for g, (v, _) in outcome.changed.items()}
-        sent.update(outcome.sent)
-        await self.pusher.settle(sent)
+        await self.pusher.check({**sent, **in_frames})
 
     def _sender(self, device_id: str, group: str | None) -> Sender:
         cfg = self.settings.workflow
@@ -224,6 +251,10 @@ class WorkflowService(Service[WorkflowSettings]):
 
     def _ttl(self, is_request_id: bool) -> int:
         return self.settings.workflow.idempotency_ttl_s if is_request_id else self.message_ttl_s
+
+    async def _retry_later(self, msg: Msg, exc: BaseException) -> None:
+        logger.warning("[Workflow] store unavailable ({}), asking for a retry", type(exc).__name__)
+        await self._respond(msg, InboundReply(retry=True, error="task store unavailable"))
 
     # -- device messages -----------------------------------------------------------------------
     async def _on_inbound(self, msg: Msg) -> None:
@@ -244,17 +275,9 @@ class WorkflowService(Service[WorkflowSettings]):
         )
         try:
             outcome = await self.ops.handle(message, sender, dedupe, self._ttl(is_request_id))
+            await self._deliver(outcome, sender, msg)
         except _STORE_ERRORS as exc:
-            logger.warning(
-                "[Workflow] store unavailable ({}), asking for a retry", type(exc).__name__
-            )
-            await self._respond(msg, InboundReply(retry=True, error="task store unavailable"))
-            return
-
-        async def reply() -> None:
-            await self._respond(msg, InboundReply.of(*outcome.frames))
-
-        await self._deliver(outcome, sender, reply)
+            await self._retry_later(msg, exc)
 
     # -- voice and typed commands ----------------------------------------------------------------
     async def _on_intent(self, msg: Msg) -> None:
@@ -265,10 +288,7 @@ class WorkflowService(Service[WorkflowSettings]):
         try:
             await self._intent(transcript, msg)
         except _STORE_ERRORS as exc:
-            logger.warning(
-                "[Workflow] store unavailable ({}), asking for a retry", type(exc).__name__
-            )
-            await self._respond(msg, InboundReply(retry=True, error="task store unavailable"))
+            await self._retry_later(msg, exc)
 
     async def _recognise(self, text: str) -> Command | None:
         command = recognise_rules(text)
@@ -278,33 +298,31 @@ class WorkflowService(Service[WorkflowSettings]):
                 command = await self.intent_llm.recognise(provider, text)
         return command
 
-    async def _announce(self, device_id: str, notice: WorkflowCommandNotice) -> None:
-        await self.nc.publish(Subjects.device_out(device_id), encode(DeviceOutbound.of(notice)))
-        await self.nc.flush()
-
     async def _intent(self, t: Transcript, msg: Msg) -> None:
         text = t.text.strip()
         command = await self._recognise(text) if t.kind == "final" and text else None
         if command is None:
             await self._respond(msg, InboundReply())
             return
-        where = await self.pusher.presence.where(t.device_id)
-        sender = self._sender(t.device_id, where.get("group"))
+        assert self._tasks_redis is not None
+        group = await self._tasks_redis.hget(K.presence(t.device_id), "group")
+        sender = self._sender(t.device_id, str(group) if group else None)
         dedupe = f"u:{t.utterance_id}"
         repeated = await self.store.seen(sender.group, dedupe)
-        version, tasks = await self.store.snapshot(sender.group)
-        target = pick_target(command, tasks, sender.alias) if command.intent != "refresh" else None
+        snapshot = await self.store.snapshot(sender.group)
+        target = None
+        if command.intent != "refresh":
+            target = pick_target(command, snapshot.tasks, sender.alias)
         if not repeated:
             # Announced before acting: the badge shows what it understood, then the result.
-            await self._announce(
-                t.device_id,
-                WorkflowCommandNotice(
-                    intent=command.intent,
-                    ordinal=command.ordinal,
-                    task_id=target.id if target else None,
-                    text=text[:200],
-                ),
+            notice = WorkflowCommandNotice(
+                intent=command.intent,
+                ordinal=command.ordinal,
+                task_id=target.id if target else None,
+                text=text[:200],
             )
+            await self.nc.publish(device_out(t.device_id), encode(DeviceOutbound.of(notice)))
+            await self.pusher.flush()
         logger.info(
             "[Workflow] op=command intent={} ordinal={} source={} by={}",
             command.intent,
@@ -313,22 +331,17 @@ class WorkflowService(Service[WorkflowSettings]):
             t.device_id,
         )
         if command.intent == "refresh":
-            outcome = Outcome(op="refresh", frames=[self.ops.snapshot_frame(sender.group, tasks)])
-            outcome.sent[sender.group] = version
+            outcome = Outcome(op="refresh", snapshot=snapshot)
         elif target is None and not repeated:
-            outcome = Outcome(op=command.intent, error=True)
             which = f"task {command.ordinal}" if command.ordinal else "a task"
-            outcome.frames = [
-                WorkflowError(
-                    code=ErrorCode.NOT_FOUND,
-                    field="ordinal" if command.ordinal else None,
-                    message=f"{command.intent}: there is no open {which} "
-                    f"({len([x for x in tasks if x.status == 'open'])} open)",
-                    event=command.intent,
-                ),
-                self.ops.snapshot_frame(sender.group, tasks),
-            ]
-            outcome.sent[sender.group] = version
+            opened = len(open_tasks(snapshot.tasks))
+            error = WorkflowError(
+                code=ErrorCode.NOT_FOUND,
+                field="ordinal" if command.ordinal else None,
+                message=f"{command.intent}: there is no open {which} ({opened} open)",
+                event=command.intent,
+            )
+            outcome = Outcome(op=command.intent, frames=[error], snapshot=snapshot, error=True)
         else:
             # A repeat (the gateway's retry) is answered from the recorded outcome, whatever
             # the list looks like now.
@@ -339,11 +352,7 @@ class WorkflowService(Service[WorkflowSettings]):
             else:
                 request = WorkflowAssign(type="workflow", event="assign", id=task_id)
             outcome = await self.ops.handle(request, sender, dedupe, self.message_ttl_s)
-
-        async def reply() -> None:
-            await self._respond(msg, InboundReply.of(*outcome.frames))
-
-        await self._deliver(outcome, sender, reply)
+        await self._deliver(outcome, sender, msg)
 
     # -- greetings -----------------------------------------------------------------------------
     async def _greet(self, device_id: str, group: str, source: str) -> None:
@@ -385,11 +394,11 @@ class WorkflowService(Service[WorkflowSettings]):
 
     async def _run_api(
         self, message: WorkflowRequest, sender: Sender, by: str, message_id: str
-    ) -> Outcome:
+    ) -> tuple[Outcome, list[str]]:
         dedupe, is_request_id = dedupe_key(by, message_id, message.request_id)
         outcome = await self.ops.handle(message, sender, dedupe, self._ttl(is_request_id))
-        await self._deliver(outcome, sender, _nothing)
-        return outcome
+        await self._deliver(outcome, sender, None)
+        return outcome, self._reply(outcome)[0]
 
     async def _fetch_meeting(self, session_id: str | None) -> MeetingTasks:
         return await fetch_meeting_tasks(
@@ -399,13 +408,5 @@ class WorkflowService(Service[WorkflowSettings]):
     async def _import_tasks(self, group: str, found: MeetingTasks) -> Outcome:
         sender = Sender("", group, "meeting-import")
         outcome = await self.ops.import_tasks(group, found.patches, new_id(), self.message_ttl_s)
-        await self._deliver(outcome, sender, _nothing)
+        await self._deliver(outcome, sender, None)
         return outcome
-
-
-async def _nothing() -> None:
-    return None
-
-
-# Keep the update model importable from here for the gateway-facing docs.
-_ = WorkflowUpdate

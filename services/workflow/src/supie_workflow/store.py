@@ -5,17 +5,25 @@ Keys of group ``g`` (``<t>`` = ``device_token(g)``) share the hash tag ``{g:<t>}
 ``:version`` (counter, +1 per change), ``:seen:<key>`` (a request's recorded outcome, with a TTL).
 ``supie:wf:groups`` (a set) indexes the groups ever written, for listings; it is written before the
 group's first change, so it never misses a group that has tasks.
+
+A snapshot comes back from the script as the tasks' JSON texts: pushed to badges as they are
+(one frame per group and change, no re-encoding), parsed into :class:`Task` models only where
+code reads them.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
+from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from redis.asyncio import Redis
+from redis.exceptions import NoScriptError
 from supie_common.contracts import device_token, now_ms
 from supie_common.contracts.device import Task
+from supie_common.store import K
 
 from .lua import READ_SCRIPT, WRITE_SCRIPT
 
@@ -24,10 +32,10 @@ __all__ = [
     "GroupKeys",
     "GroupResult",
     "PatchOp",
+    "Snapshot",
     "Status",
     "TaskStore",
     "encode_value",
-    "sort_tasks",
 ]
 
 GROUPS_INDEX = "supie:wf:groups"
@@ -41,13 +49,13 @@ def encode_value(value: Any) -> str:
     return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
 
 
-def sort_tasks(tasks: list[Task]) -> list[Task]:
-    """Snapshot order: priority (P0 first), then creation (the list arrives in creation order)."""
-    return sorted(tasks, key=lambda t: t.priority)
-
-
 class GroupKeys:
-    """The Redis keys of one group."""
+    """The Redis keys of one group (:meth:`of` caches them)."""
+
+    @staticmethod
+    @lru_cache(maxsize=16384)
+    def of(group: str) -> GroupKeys:
+        return GroupKeys(group)
 
     def __init__(self, group: str) -> None:
         base = f"supie:wf:{{g:{device_token(group)}}}"
@@ -55,9 +63,40 @@ class GroupKeys:
         self.order = f"{base}:order"
         self.version = f"{base}:version"
         self.base = base
+        self.presence = K.group(group)  # the gateway's presence set (another slot)
 
     def seen(self, dedupe: str) -> str:
         return f"{self.base}:seen:{dedupe}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A group's task list at one version, in snapshot order: priority (P0 first), then
+    creation. ``items`` are the tasks' JSON texts."""
+
+    group: str
+    version: int
+    items: tuple[str, ...]
+
+    @classmethod
+    def from_script(cls, group: str, version: int, flat: list[Any]) -> Snapshot:
+        pairs = [(int(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
+        pairs.sort(key=lambda p: p[0])  # stable: creation order within a priority
+        return cls(group, version, tuple(text for _, text in pairs))
+
+    @cached_property
+    def frame(self) -> str:
+        """The ``WorkflowSnapshot`` text frame (what ``to_frame`` makes of the model)."""
+        group = json.dumps(self.group, ensure_ascii=False)
+        tasks = ",".join(self.items)
+        return f'{{"type":"workflow","event":"update","tasks":[{tasks}],"groupKey":{group}}}'
+
+    @cached_property
+    def tasks(self) -> list[Task]:
+        return [Task.model_validate_json(text) for text in self.items]
+
+    def dicts(self) -> list[dict[str, Any]]:
+        return [json.loads(text) for text in self.items]
 
 
 @dataclass
@@ -70,72 +109,87 @@ class PatchOp:
     unset: list[str] = field(default_factory=list)
     create_only: bool = False
 
-    def args(self) -> list[str]:
-        out = [self.id, "create" if self.create_only else "upsert", str(len(self.set))]
-        for name, value in self.set.items():
-            out += [name, value]
-        out.append(str(len(self.unset)))
-        out += self.unset
-        return out
+    def payload(self) -> list[Any]:
+        pairs = [x for kv in self.set.items() for x in kv]
+        return [self.id, "create" if self.create_only else "upsert", pairs, self.unset]
 
 
 @dataclass(frozen=True)
 class GroupResult:
-    """The outcome of one change to one group, with the group's snapshot right after it."""
+    """The outcome of one change to one group, with the group's snapshot right after it and
+    who in the group was online then."""
 
     group: str
     status: Status
     ids: list[str]  # the tasks changed; for not_found, the missing id; for full, the limit
-    version: int
-    tasks: list[Task]  # sorted; empty when refused
+    snapshot: Snapshot  # empty when refused
     repeated: bool  # the request was seen before: nothing applied now
+    online: list[str]
 
     @property
     def changed(self) -> bool:
         return self.status == "ok"
 
 
-def _tasks(raw: list[str]) -> list[Task]:
-    return sort_tasks([Task.model_validate_json(text) for text in raw])
-
-
 class TaskStore:
-    def __init__(self, redis: Redis, *, max_tasks: int, seen_ttl_s: int) -> None:
+    def __init__(
+        self, redis: Redis, *, max_tasks: int, seen_ttl_s: int, presence_ttl_s: int
+    ) -> None:
         self.redis = redis
         self.max_tasks = max_tasks
         self.seen_ttl_s = seen_ttl_s
+        self.presence_ttl_s = presence_ttl_s
         self._write = redis.register_script(WRITE_SCRIPT)
         self._read = redis.register_script(READ_SCRIPT)
         self._indexed: set[str] = set()
 
     async def _index(self, group: str) -> None:
         if group not in self._indexed:
-            await self.redis.sadd(GROUPS_INDEX, group)
-            self._indexed.add(group)
+            self._indexed.add(group)  # before the await: one SADD, not one per racing request
+            try:
+                await self.redis.sadd(GROUPS_INDEX, group)
+            except BaseException:
+                self._indexed.discard(group)
+                raise
+
+    def _online_cutoff(self) -> int:
+        return int(time.time() * 1000) - self.presence_ttl_s * 1000
 
     async def _run(
-        self, op: str, group: str, dedupe: str, args: list[str], *, ttl_s: int | None = None
+        self, op: str, group: str, dedupe: str, payload: dict[str, Any], *, ttl_s: int | None = None
     ) -> GroupResult:
         await self._index(group)
-        keys = GroupKeys(group)
+        keys = GroupKeys.of(group)
         argv = [
             op,
             str(now_ms()),
             str(ttl_s or self.seen_ttl_s),
             str(self.max_tasks),
             encode_value(group),
-            *args,
+            json.dumps(payload, separators=(",", ":")),
         ]
-        status, ids, version, snapshot, repeated = await self._write(
-            keys=[keys.tasks, keys.order, keys.version, keys.seen(dedupe)], args=argv
-        )
+        script_keys = [keys.tasks, keys.order, keys.version, keys.seen(dedupe)]
+        for _ in range(2):
+            # One round trip: the change, then (after it, on the server) who is online to hear
+            # it. EVALSHA by hand: a Script in a pipeline asks SCRIPT EXISTS every time.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.evalsha(self._write.sha, len(script_keys), *script_keys, *argv)
+            pipe.zrangebyscore(keys.presence, self._online_cutoff(), "+inf")
+            changed, online = await pipe.execute(raise_on_error=False)
+            if not isinstance(changed, NoScriptError):
+                break
+            await self.redis.script_load(WRITE_SCRIPT)  # a restarted Redis: not run, run again
+        for reply in (changed, online):
+            if isinstance(reply, Exception):
+                raise reply
+        status, ids, version, flat, repeated = changed
         return GroupResult(
             group=group,
             status=status,
             ids=[str(i) for i in ids],
-            version=int(version),
-            tasks=_tasks(snapshot),
+            snapshot=Snapshot.from_script(group, int(version), flat),
             repeated=bool(repeated),
+            online=sorted(str(m) for m in online),
         )
 
     async def update(
@@ -149,47 +203,48 @@ class TaskStore:
     ) -> GroupResult:
         if len(patches) > MAX_PATCHES_PER_CHANGE:
             raise ValueError(f"at most {MAX_PATCHES_PER_CHANGE} tasks per change")
-        args = [str(len(patches))]
-        for p in patches:
-            args += p.args()
-        moved_out = moved_out or []
-        args += [str(len(moved_out)), *moved_out]
-        return await self._run("update", group, dedupe, args, ttl_s=ttl_s)
+        payload = {"p": [p.payload() for p in patches], "d": moved_out or []}
+        return await self._run("update", group, dedupe, payload, ttl_s=ttl_s)
 
     async def complete(
         self, group: str, dedupe: str, ids: list[str], *, ttl_s: int | None = None
     ) -> GroupResult:
-        return await self._run("complete", group, dedupe, list(ids), ttl_s=ttl_s)
+        return await self._run("complete", group, dedupe, {"ids": list(ids)}, ttl_s=ttl_s)
 
     async def delete(
         self, group: str, dedupe: str, ids: list[str], *, ttl_s: int | None = None
     ) -> GroupResult:
-        return await self._run("delete", group, dedupe, list(ids), ttl_s=ttl_s)
+        return await self._run("delete", group, dedupe, {"ids": list(ids)}, ttl_s=ttl_s)
 
     async def assign(
         self, group: str, dedupe: str, task_id: str, owner: str, *, ttl_s: int | None = None
     ) -> GroupResult:
-        return await self._run("assign", group, dedupe, [task_id, encode_value(owner)], ttl_s=ttl_s)
+        payload = {"id": task_id, "owner": encode_value(owner)}
+        return await self._run("assign", group, dedupe, payload, ttl_s=ttl_s)
 
-    async def snapshot(self, group: str) -> tuple[int, list[Task]]:
-        """The group's version and its sorted task list (one atomic read)."""
-        keys = GroupKeys(group)
-        version, raw = await self._read(keys=[keys.tasks, keys.order, keys.version], args=[])
-        return int(version), _tasks(raw)
+    async def snapshot(self, group: str) -> Snapshot:
+        """The group's list (one atomic read)."""
+        keys = GroupKeys.of(group)
+        version, flat = await self._read(keys=[keys.tasks, keys.order, keys.version], args=[])
+        return Snapshot.from_script(group, int(version), flat)
+
+    async def online(self, group: str) -> list[str]:
+        """The group's online badges: presence entries renewed within the presence TTL (one
+        read; expired entries are skipped here and pruned by ``Presence`` users)."""
+        members = await self.redis.zrangebyscore(
+            GroupKeys.of(group).presence, self._online_cutoff(), "+inf"
+        )
+        return sorted(str(m) for m in members)
 
     async def version(self, group: str) -> int:
-        value = await self.redis.get(GroupKeys(group).version)
+        value = await self.redis.get(GroupKeys.of(group).version)
         return int(value or 0)
 
-    async def task(self, group: str, task_id: str) -> Task | None:
-        _, tasks = await self.snapshot(group)
-        return next((t for t in tasks if t.id == task_id), None)
-
     async def seen(self, group: str, dedupe: str) -> bool:
-        return bool(await self.redis.exists(GroupKeys(group).seen(dedupe)))
+        return bool(await self.redis.exists(GroupKeys.of(group).seen(dedupe)))
 
     async def groups(self) -> list[str]:
         return sorted(str(g) for g in await self.redis.smembers(GROUPS_INDEX))
 
     async def count(self, group: str) -> int:
-        return int(await self.redis.zcard(GroupKeys(group).order))
+        return int(await self.redis.zcard(GroupKeys.of(group).order))
