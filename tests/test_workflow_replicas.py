@@ -118,39 +118,44 @@ async def test_a_replica_killed_mid_run_loses_no_accepted_operation(
     spawn_service: Any, gw: Any, nc: NATS
 ) -> None:
     procs = await start_replicas(spawn_service)
-    g = support.group_name()
-    badges = [await gw.badge(support.device_in(g), g) for _ in range(20)]
-    accepted: list[str] = []
-    per_badge = 15
+    groups = [support.group_name() for _ in range(4)]
+    badges = [await gw.badge(support.device_in(g), g) for g in groups for _ in range(5)]
+    accepted: list[tuple[str, str]] = []  # (group, task id)
+    rounds = 15
 
-    async def run(i: int, badge: Any) -> None:
-        for j in range(per_badge):
-            tid = f"{i}-{j}"
-            frames = await gw.send(badge, {"event": "update", "tasks": [{"id": tid}]})
-            assert frames[0]["status"] == "ok"
-            accepted.append(tid)
-            if j % 3 == 2:  # and a completion, on top of the create
-                await gw.send(badge, {"event": "complete", "ids": [f"{i}-{j - 1}"]})
+    async def step(i: int, badge: Any, j: int) -> None:
+        tid = f"{i}-{j}"
+        frames = await gw.send(badge, {"event": "update", "tasks": [{"id": tid}]})
+        assert frames[0]["status"] == "ok"
+        accepted.append((badge.group, tid))
+        if j % 3 == 2:  # and a completion, on top of the create
+            await gw.send(badge, {"event": "complete", "ids": [f"{i}-{j - 1}"]})
 
-    work = asyncio.gather(*(run(i, b) for i, b in enumerate(badges)))
-    await support.wait_for(lambda: len(accepted) >= 60, within=60, what="some accepted work")
-    procs[0].kill()
-    await asyncio.wait_for(work, 180)
-    assert len(accepted) == 20 * per_badge
-    final = {t["id"]: t for t in await listing(nc, g)}
-    assert sorted(final) == sorted(accepted)
-    for i in range(20):
-        for j in range(per_badge):
-            expect = "done" if j % 3 == 1 else "open"
-            assert final[f"{i}-{j}"]["status"] == expect, (i, j)
-    assert gw.attempts > 20 * per_badge + 20 * (per_badge // 3)  # some were retried
-    await support.wait_for(
-        lambda: all(
-            b.last_snapshot() is not None and len(b.last_snapshot()) == 300 for b in badges
-        ),
-        within=30,
-        what="every badge holds the whole list",
-    )
+    for j in range(rounds):
+        round_ = [asyncio.create_task(step(i, b, j)) for i, b in enumerate(badges)]
+        if j == rounds // 2:
+            # Kill a replica while this round's 20 requests are on their way to (or inside) it:
+            # every task has published its request once it first waits.
+            await asyncio.sleep(0)
+            await nc.flush()
+            procs[0].kill()
+        await asyncio.wait_for(asyncio.gather(*round_), 120)
+
+    assert len(accepted) == 20 * rounds
+    assert gw.attempts > 20 * rounds + 20 * (rounds // 3)  # the killed replica's were retried
+    for g in groups:
+        final = {t["id"]: t for t in await listing(nc, g)}
+        mine = sorted(tid for group, tid in accepted if group == g)
+        assert sorted(final) == mine
+        for tid, t in final.items():
+            j = int(tid.split("-")[1])
+            assert t["status"] == ("done" if j % 3 == 1 else "open"), tid
+    for b in badges:
+        await support.wait_for(
+            lambda b=b: b.last_snapshot() is not None and len(b.last_snapshot()) == 5 * rounds,
+            within=30,
+            what="every badge holds its group's whole list",
+        )
 
 
 @pytest.mark.slow

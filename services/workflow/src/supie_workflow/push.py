@@ -28,7 +28,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 from supie_common.contracts import DeviceOutbound, Subjects, device_token, encode, now_ms
 
-from .store import Snapshot, TaskStore
+from .store import GroupKeys, Snapshot, TaskStore
 
 __all__ = ["FlushBatcher", "MAX_WAIT_S", "Pusher", "QUIET_S", "device_out", "group_changed_payload"]
 
@@ -91,6 +91,8 @@ class Pusher:
         self._latest: OrderedDict[str, Snapshot] = OrderedDict()
         self._dirty: dict[str, tuple[int, float]] = {}  # group -> (version seen, since)
         self._wake = asyncio.Event()
+        self._to_check: dict[str, int] = {}  # group -> newest version sent since the last check
+        self._checker: asyncio.Task[None] | None = None
 
     def newest(self, snapshot: Snapshot) -> Snapshot:
         """``snapshot``, or a newer one of its group this replica has seen."""
@@ -138,18 +140,40 @@ class Pusher:
             Subjects.workflow_group(snapshot.group), group_changed_payload(snapshot, op, by)
         )
 
-    async def check(self, sent: dict[str, int]) -> None:
-        """After snapshots of these group versions went out: mark the groups that moved on."""
-        if not sent:
-            return
-        await self.flush()
-        groups = list(sent)
-        versions = await asyncio.gather(*(self.store.version(g) for g in groups))
-        now = time.monotonic()
-        for g, v in zip(groups, versions, strict=True):
-            if v != sent[g] and g not in self._dirty:
-                self._dirty[g] = (v, now)
-                self._wake.set()
+    def check(self, sent: dict[str, int]) -> None:
+        """After snapshots of these group versions went out: have the groups that moved on
+        marked for a resync. Batched: one flush and one read of the versions for every request
+        that sent something meanwhile; nobody waits for it."""
+        for group, version in sent.items():
+            self._to_check[group] = max(version, self._to_check.get(group, 0))
+        if self._checker is None or self._checker.done():
+            self._checker = asyncio.create_task(self._check_batches(), name="workflow-check")
+
+    async def _check_batches(self) -> None:
+        while self._to_check:
+            batch, self._to_check = self._to_check, {}
+            try:
+                await self.flush()  # what we sent is at the server: compare with now
+                pipe = self.redis.pipeline(transaction=False)
+                for group in batch:
+                    pipe.get(GroupKeys.of(group).version)
+                versions = await pipe.execute()
+            except Exception as exc:  # NATS or Redis away: assume the worst, resync them
+                logger.debug("[Workflow] version check failed ({})", type(exc).__name__)
+                versions = ["-1"] * len(batch)
+            now = time.monotonic()
+            for (group, sent), current in zip(batch.items(), versions, strict=True):
+                version = int(current or 0)
+                if version != sent and group not in self._dirty:
+                    self._dirty[group] = (version, now)
+                    self._wake.set()
+
+    async def aclose(self) -> None:
+        """Stop the background check and flush (the resync loop is the service's task)."""
+        for task in (self._checker, self.flush._runner):
+            if task is not None and not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
 
     async def resync_loop(self) -> None:
         """Runs for the service's life: resyncs groups marked by :meth:`check`."""
@@ -184,7 +208,7 @@ class Pusher:
         if due:
             self.resyncs += len(due)
             logger.debug("[Workflow] resync groups={}", sorted(due))
-            await self.check(sent)
+            self.check(sent)
 
     async def greet(self, device_id: str, group: str, source: str, debounce_ms: int) -> bool:
         """A snapshot for a badge that connected, said hello or entered working mode, unless
@@ -202,5 +226,5 @@ class Pusher:
             len(snapshot.items),
             device_id,
         )
-        await self.check({group: snapshot.version})
+        self.check({group: snapshot.version})
         return True

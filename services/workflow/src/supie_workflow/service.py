@@ -168,6 +168,10 @@ class WorkflowService(Service[WorkflowSettings]):
         self._subs.clear()
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=STOP_GRACE_S)
+        if self._pusher is not None:
+            await self._pusher.aclose()
+        if self._store is not None:
+            await self._store.aclose()
         await self.intent_llm.aclose()
 
     async def stop(self) -> None:
@@ -191,6 +195,7 @@ class WorkflowService(Service[WorkflowSettings]):
             "handled": self.handled,
             "pushed": self._pusher.pushed if self._pusher else 0,
             "resyncs": self._pusher.resyncs if self._pusher else 0,
+            "round_trips": self._store.round_trips if self._store else 0,
         }
 
     def _concurrently(self, handler: Callable[[Msg], Awaitable[None]]) -> Any:
@@ -243,7 +248,7 @@ class WorkflowService(Service[WorkflowSettings]):
             await self._respond(msg, InboundReply(frames=frames))
         self.handled += 1
         log_operation(outcome, by)
-        await self.pusher.check({**sent, **in_frames})
+        self.pusher.check({**sent, **in_frames})
 
     def _sender(self, device_id: str, group: str | None) -> Sender:
         cfg = self.settings.workflow

@@ -20,11 +20,11 @@ from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
 from supie_common.contracts import device_token, now_ms
 from supie_common.contracts.device import Task
 from supie_common.store import K
 
+from .batch import ChangeBatcher
 from .lua import READ_SCRIPT, WRITE_SCRIPT
 
 __all__ = [
@@ -141,6 +141,7 @@ class TaskStore:
         self.presence_ttl_s = presence_ttl_s
         self._write = redis.register_script(WRITE_SCRIPT)
         self._read = redis.register_script(READ_SCRIPT)
+        self._changes = ChangeBatcher(redis, WRITE_SCRIPT, self._write.sha)
         self._indexed: set[str] = set()
 
     async def _index(self, group: str) -> None:
@@ -169,19 +170,9 @@ class TaskStore:
             json.dumps(payload, separators=(",", ":")),
         ]
         script_keys = [keys.tasks, keys.order, keys.version, keys.seen(dedupe)]
-        for _ in range(2):
-            # One round trip: the change, then (after it, on the server) who is online to hear
-            # it. EVALSHA by hand: a Script in a pipeline asks SCRIPT EXISTS every time.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.evalsha(self._write.sha, len(script_keys), *script_keys, *argv)
-            pipe.zrangebyscore(keys.presence, self._online_cutoff(), "+inf")
-            changed, online = await pipe.execute(raise_on_error=False)
-            if not isinstance(changed, NoScriptError):
-                break
-            await self.redis.script_load(WRITE_SCRIPT)  # a restarted Redis: not run, run again
-        for reply in (changed, online):
-            if isinstance(reply, Exception):
-                raise reply
+        changed, online = await self._changes.run(
+            script_keys, argv, keys.presence, self._online_cutoff()
+        )
         status, ids, version, flat, repeated = changed
         return GroupResult(
             group=group,
@@ -235,6 +226,13 @@ class TaskStore:
             GroupKeys.of(group).presence, self._online_cutoff(), "+inf"
         )
         return sorted(str(m) for m in members)
+
+    @property
+    def round_trips(self) -> int:
+        return self._changes.round_trips
+
+    async def aclose(self) -> None:
+        await self._changes.aclose()
 
     async def version(self, group: str) -> int:
         value = await self.redis.get(GroupKeys.of(group).version)
