@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
 
 __all__ = ["ChangeBatcher", "MAX_BATCH", "MAX_ROUND_TRIPS"]
@@ -31,8 +32,10 @@ class _Change:
 
 
 class ChangeBatcher:
-    def __init__(self, redis: Redis, script: str, sha: str) -> None:
+    def __init__(self, redis: Redis | RedisCluster, script: str, sha: str) -> None:
         self.redis = redis
+        # redis-py refuses EVALSHA in a cluster pipeline: there, one change per round trip.
+        self.pipelined = not isinstance(redis, RedisCluster)
         self.script = script
         self.sha = sha
         self._queue: list[_Change] = []
@@ -44,6 +47,8 @@ class ChangeBatcher:
     ) -> tuple[Any, Any]:
         """The script's reply for one change, and the group's online members read right after
         it on the server."""
+        if not self.pipelined:
+            return await self._one(keys, argv, presence_key, online_since_ms)
         change = _Change(keys, argv, presence_key, online_since_ms)
         self._queue.append(change)
         if len(self._runners) < MAX_ROUND_TRIPS:
@@ -51,6 +56,18 @@ class ChangeBatcher:
             self._runners.add(task)
             task.add_done_callback(self._runners.discard)
         return await asyncio.shield(change.done)
+
+    async def _one(
+        self, keys: list[str], argv: list[str], presence_key: str, online_since_ms: int
+    ) -> tuple[Any, Any]:
+        try:
+            changed = await self.redis.evalsha(self.sha, len(keys), *keys, *argv)
+        except NoScriptError:
+            await self.redis.script_load(self.script)
+            changed = await self.redis.evalsha(self.sha, len(keys), *keys, *argv)
+        online = await self.redis.zrangebyscore(presence_key, online_since_ms, "+inf")
+        self.round_trips += 2
+        return changed, online
 
     async def _drain(self) -> None:
         while self._queue:
