@@ -3,7 +3,7 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: setup run test lint format bench
+.PHONY: setup run test test-slow lint format bench compose-test
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
@@ -14,7 +14,11 @@ run: setup
 	$(UV) run supie up
 
 test: setup
-	$(UV) run pytest
+	$(UV) run pytest -m "not slow"
+
+# The long end-to-end suites (crash matrix, outages, multi-host): CI runs them after `make test`.
+test-slow: setup
+	$(UV) run pytest -m slow
 
 lint: setup
 	$(UV) run ruff check .
@@ -27,3 +31,8 @@ format: setup
 
 bench: setup
 	$(UV) run python bench/gateway_load.py
+
+# docker-compose.yml, executed under podman with locally built images (two replicas of every
+# service, a badge meeting through it, torn down after). Needs root for the podman install.
+compose-test: setup
+	bash scripts/compose-test.sh

@@ -19,6 +19,8 @@ from supie_common.bus import connect_nats
 from supie_common.embedded import EmbeddedNats, EmbeddedValkey
 from supie_common.store import connect_redis
 
+pytest_plugins = ["tests.fixtures_cluster", "tests.fixtures_netns"]
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures"
 

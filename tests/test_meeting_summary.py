@@ -1,11 +1,13 @@
-"""Summary contract, local summarizer (zh/en), and the LLM path against a local fake
-OpenAI-compatible server: good JSON, JSON wrapped in prose, broken JSON, slow (timeout)."""
+"""Summary contract, local summarizer (Simplified / Traditional / mixed / comma-only Chinese and
+English), and the LLM path against a local fake OpenAI-compatible server: good JSON, JSON wrapped
+in prose, broken JSON, slow (timeout)."""
 
 from __future__ import annotations
 
 import json
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -14,12 +16,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from supie_common.settings import LlmByMode, LlmProvider, MeetingSection
+from supie_common.text import to_simplified, to_traditional
 from supie_meeting.config import MeetingSettings
 from supie_meeting.llm import LlmError, parse_json_object
-from supie_meeting.local_summarizer import summarize_local
+from supie_meeting.local_summarizer import split_sentences, summarize_local, warm_up
 from supie_meeting.snippets import SchemaInvalid, cut_utf8, validate_snippet
 from supie_meeting.summarizer import Summarizer
 from supie_meeting.summary import SUMMARY_FIELDS, Summary, format_duration, normalize_summary
+
+with warnings.catch_warnings():  # jieba 0.42 has invalid escapes in its source
+    warnings.simplefilter("ignore")
+    import jieba  # the oracle for "a real word"
 
 EN = [
     "Let's review the budget for the product launch.",
@@ -80,6 +87,12 @@ def test_normaliser_fills_caps_and_dedups() -> None:
     assert normalize_summary(None, 0).model_dump()["bullets"] == []
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _jieba_loaded() -> None:
+    """jieba's dictionary loads once per process (about a second); not inside a timed test."""
+    warm_up()
+
+
 @pytest.mark.parametrize("texts,lang", [(EN, "en"), (ZH, "zh")])
 def test_local_summarizer_extracts_cues(texts: list[str], lang: str) -> None:
     raw = summarize_local(texts)
@@ -96,13 +109,212 @@ def test_local_summarizer_extracts_cues(texts: list[str], lang: str) -> None:
     assert ("预算" if lang == "zh" else "budget") in out["title"]
 
 
-def test_local_summary_of_an_hour_is_fast() -> None:
+# -- bilingual table (issue 14 item 5) -----------------------------------------------------------
+ZH_COMMA_ONLY = [
+    "我们今天主要讨论一下目录页的改版和上线预算，市场部觉得预算太高了，最后我们决定把市场预算"
+    "削减百分之十，张三负责更新上线计划和目录页设计，风险是供应商可能延期交付，下一步是下周再"
+    "评审一次上线预算"
+]
+MIXED = [
+    "这个feature的risk是供应商可能delay。",
+    "我们decided先上线MVP版本。",
+    "Alice负责follow up这个feature的设计。",
+    "next step是review一下feature的预算。",
+    "feature的预算我们再看一下。",
+]
+EN_COMMA_ONLY = [
+    "so we looked at the budget for the launch, marketing thinks the launch budget is too high, "
+    "in the end we decided to cut the marketing budget by ten percent, Alice will update the "
+    "launch plan by Friday, there is a risk that the vendor delays the launch, next week we "
+    "review the launch budget again"
+]
+ZH_MULTI_FIELD = [
+    "我们讨论了预算的问题。",
+    "我们决定削减预算，张三负责更新计划。",
+    "预算的事就这样。",
+]
+# name, transcript, the exact content of each cue field, a word the title must hold
+BILINGUAL: list[tuple[str, list[str], dict[str, list[str]], str]] = [
+    (
+        "simplified",
+        ZH,
+        {"decisions": [ZH[2]], "actions": [ZH[3]], "risks": [ZH[4]], "nextSteps": [ZH[5]]},
+        "预算",
+    ),
+    (
+        "traditional",
+        [to_traditional(t) for t in ZH],
+        {"decisions": [ZH[2]], "actions": [ZH[3]], "risks": [ZH[4]], "nextSteps": [ZH[5]]},
+        "预算",
+    ),
+    (
+        "comma-only",
+        ZH_COMMA_ONLY,
+        {
+            "decisions": ["最后我们决定把市场预算削减百分之十"],
+            "actions": ["张三负责更新上线计划和目录页设计"],
+            "risks": ["风险是供应商可能延期交付"],
+            "nextSteps": ["下一步是下周再评审一次上线预算"],
+        },
+        "预算",
+    ),
+    (
+        "comma-only traditional",
+        [to_traditional(t) for t in ZH_COMMA_ONLY],
+        {
+            "decisions": ["最后我们决定把市场预算削减百分之十"],
+            "actions": ["张三负责更新上线计划和目录页设计"],
+            "risks": ["风险是供应商可能延期交付"],
+            "nextSteps": ["下一步是下周再评审一次上线预算"],
+        },
+        "预算",
+    ),
+    (
+        "mixed",
+        MIXED,
+        {
+            "risks": [MIXED[0]],
+            "decisions": [MIXED[1]],
+            "actions": [MIXED[2]],
+            "nextSteps": [MIXED[3]],
+        },
+        "feature",
+    ),
+    (
+        "one sentence, two fields",
+        ZH_MULTI_FIELD,
+        {"decisions": ["我们决定削减预算"], "actions": ["张三负责更新计划。"]},
+        "预算",
+    ),
+    (
+        "english",
+        EN,
+        {"decisions": [EN[2]], "actions": [EN[3]], "risks": [EN[4]], "nextSteps": [EN[5]]},
+        "budget",
+    ),
+    (
+        "english comma-only",
+        EN_COMMA_ONLY,
+        {
+            "decisions": ["in the end we decided to cut the marketing budget by ten percent"],
+            "actions": ["Alice will update the launch plan by Friday"],
+            "risks": ["there is a risk that the vendor delays the launch"],
+            "nextSteps": ["next week we review the launch budget again"],
+        },
+        "budget",
+    ),
+]
+
+
+def _title_words(title: str) -> list[str]:
+    for prefix, sep in (("会议：", "、"), ("Meeting: ", ", ")):
+        if title.startswith(prefix):
+            return title[len(prefix) :].split(sep)
+    return []
+
+
+def _jieba_words(texts: list[str]) -> set[str]:
+    return {w.lower() for t in texts for w in jieba.lcut(to_simplified(t), HMM=False)}
+
+
+@pytest.mark.parametrize("name,texts,fields,topic", BILINGUAL, ids=[case[0] for case in BILINGUAL])
+def test_bilingual_cues_land_in_their_field(
+    name: str, texts: list[str], fields: dict[str, list[str]], topic: str
+) -> None:
+    raw = summarize_local(texts)
+    out = normalize_summary(raw, 60_000).model_dump()
+    _check_contract(out)
+    for f in ("decisions", "actions", "risks", "nextSteps"):
+        assert out[f] == fields.get(f, []), f  # each cue clause in its field, nothing else
+    simplified = [to_simplified(t) for t in texts]
+    for f in ("bullets", "decisions", "actions", "risks", "nextSteps"):
+        for item in out[f]:
+            assert any(item in t for t in simplified), item  # extractive: never invented
+            assert to_simplified(item) == item  # Chinese comes out Simplified
+    words = _title_words(out["title"])
+    assert topic in words, out["title"]
+    vocabulary = _jieba_words(texts)
+    for word in words:  # real words of the text, never character n-grams
+        assert len(word) >= 2 and word.lower() in vocabulary, word
+
+
+def test_title_is_made_of_words_not_bigrams() -> None:
+    texts = [
+        "目录页需要改版。",
+        "目录页的图片太大了。",
+        "我们决定重做目录页。",
+        "图片的尺寸再看看。",
+    ]
+    out = normalize_summary(summarize_local(texts), 60_000).model_dump()
+    assert "录页" not in out["title"]
+    words = _title_words(out["title"])
+    assert "目录" in words and set(words) <= _jieba_words(texts), out["title"]
+    assert out["decisions"] == ["我们决定重做目录页。"]
+
+
+def test_english_cue_next_to_chinese() -> None:
+    """ "risk是…": a word boundary never matches between "k" and a CJK character."""
+    out = summarize_local(["主要的risk是供应商", "我们agreed先做MVP", "Bob will负责测试"])
+    assert out["risks"] == ["主要的risk是供应商"]
+    assert out["decisions"] == ["我们agreed先做MVP"]
+    assert out["actions"] == ["Bob will负责测试"]
+    assert summarize_local(["whisky是好酒", "riskless plan"])["risks"] == []
+
+
+def test_split_sentences_cuts_long_comma_only_utterances() -> None:
+    (utterance,) = ZH_COMMA_ONLY
+    clauses = split_sentences(ZH_COMMA_ONLY)
+    assert len(clauses) >= 5 and all(c in utterance for c in clauses)
+    assert split_sentences(["供应商可能延期，这是一个风险。"]) == ["供应商可能延期，这是一个风险。"]
+    assert split_sentences(["你好。", "我們決定了！好"]) == ["你好。", "我们决定了！"]
+
+
+def test_empty_and_cue_free_transcripts_invent_nothing() -> None:
+    for texts in ([], [""], ["嗯。", "好的。"], ["ok.", "yes"]):
+        out = normalize_summary(summarize_local(texts), 0).model_dump()
+        _check_contract(out)
+        assert all(out[f] == [] for f in ("decisions", "actions", "risks", "nextSteps"))
+    out = summarize_local(["今天天气不错。", "我们聊聊周末的安排吧"])
+    assert out["decisions"] == out["risks"] == out["nextSteps"] == []
+
+
+def test_local_summary_of_an_hour() -> None:
+    """900 segments, English and Traditional Chinese (the speed is in bench/meeting.py)."""
     texts = [f"{EN[i % 6]} Item {i} about topic {i % 17}." for i in range(900)]
-    t0 = time.perf_counter()
     out = normalize_summary(summarize_local(texts), 3_600_000).model_dump()
-    assert time.perf_counter() - t0 < 1.0
     _check_contract(out)
     assert out["duration"] == "01:00:00"
+    zh = [to_traditional(f"{ZH[i % 6][:-1]}，第{i}项。") for i in range(900)]
+    out = normalize_summary(summarize_local(zh), 3_600_000).model_dump()
+    _check_contract(out)
+    assert len(out["decisions"]) == 4 and all("决定" in d for d in out["decisions"])
+    for f in ("title", "bullets", "decisions", "actions", "risks", "nextSteps"):
+        for item in [out[f]] if f == "title" else out[f]:
+            assert to_simplified(item) == item
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(
+        st.one_of(
+            st.text(
+                alphabet="我們決定負責風險下一步預算上線會議，、。！ risk是will next", max_size=150
+            ),
+            st.sampled_from(EN + ZH + MIXED + ZH_COMMA_ONLY + EN_COMMA_ONLY),
+            st.text(max_size=200),
+        ),
+        max_size=30,
+    )
+)
+def test_every_item_comes_from_the_transcript(texts: list[str]) -> None:
+    raw = summarize_local(texts)
+    simplified = [to_simplified(t) for t in texts]
+    for f in ("bullets", "decisions", "actions", "risks", "nextSteps"):
+        assert len(raw[f]) == len(set(raw[f]))
+        for item in raw[f]:
+            assert item and any(item in t for t in simplified), item
+    for word in _title_words(raw["title"]):
+        assert any(word in t.lower() for t in simplified), raw["title"]
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

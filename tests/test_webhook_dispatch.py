@@ -23,12 +23,16 @@ from nats.aio.client import Client as NATS
 from nats.js.client import JetStreamContext
 from nats.js.errors import NotFoundError
 from supie_common.bus import ensure_events_stream
-from supie_common.contracts import MeetingFinalized, Subjects, encode, new_id
+from supie_common.contracts import MeetingFinalized, Subjects, Summary, encode, new_id
 from supie_common.webhooks import verify
 from supie_webhook.receiver import ReceivedRequest, WebhookReceiver
 from supie_webhook.request import webhook_body, webhook_id
 
 SECRET = "tEsT-sEcReT-" + new_id()[:8]
+
+
+def summary(title: str = "Weekly sync", bullets: tuple[str, ...] = ("a", "b")) -> Summary:
+    return Summary(title=title, duration="00:01:05", bullets=list(bullets))
 
 
 async def wait_log(proc: Any, done: Callable[[str], bool], within_s: float = 10.0) -> str:
@@ -64,7 +68,7 @@ class Dispatcher:
             "SUPIE_WEBHOOK__DURABLE": self.durable,
             "SUPIE_WEBHOOK__START_FROM": "new",
             "SUPIE_WEBHOOK__DEAD_LETTER_KEY": self.dead_key,
-            "SUPIE_MEETING__WEBHOOK__RETRY_BACKOFF_S": "[[0.1,0.2]]",
+            "SUPIE_WEBHOOK__RETRY_SCHEDULE_S": "[0, 0.2]",  # two attempts, then dead letter
         }
         env.update(extra)
         return env
@@ -86,8 +90,8 @@ class Dispatcher:
                 event_id=f"evt-{sid}",
                 session_id=f"meet-{sid}",
                 device_id="aa:bb:cc:00:11:22",
-                summary=fields.get("summary", {"title": "Weekly sync", "bullets": ["a", "b"]}),
-                metrics={"segmentsCount": 12},
+                summary=fields.get("summary", summary()),
+                metrics=fields.get("metrics", {"segmentsCount": 12}),
                 duration_ms=65_000,
                 started_at=1,
                 ended_at=2,
@@ -145,7 +149,7 @@ async def test_delivers_signed_requests_to_every_endpoint(dispatcher: Dispatcher
             SUPIE_MEETING__WEBHOOK__ENDPOINTS=json.dumps(second),
         )
         proc = await dispatcher.start(env)
-        [event] = await dispatcher.publish(summary={"title": "周会", "bullets": ["决定上线"]})
+        [event] = await dispatcher.publish(summary=summary("周会", ("决定上线",)))
         async with asyncio.timeout(10):
             await rx1.wait_until(lambda r: len(r) >= 1)
             await rx2.wait_until(lambda r: len(r) >= 1)
@@ -173,7 +177,7 @@ async def test_delivers_signed_requests_to_every_endpoint(dispatcher: Dispatcher
         assert f"[Meeting Webhook] result=ok body_len={len(body)} body_sha256={digest}" in log
 
 
-async def test_receiver_failing_once_gets_retry_ok_after_2_to_5_s(
+async def test_a_failed_attempt_is_retried_on_the_default_schedule(
     dispatcher: Dispatcher,
 ) -> None:
     async def fail_first(req: ReceivedRequest) -> int:
@@ -181,18 +185,20 @@ async def test_receiver_failing_once_gets_retry_ok_after_2_to_5_s(
 
     async with WebhookReceiver(fail_first) as rx:
         env = dispatcher.env(rx.url)
-        del env["SUPIE_MEETING__WEBHOOK__RETRY_BACKOFF_S"]  # the default schedule: 2-5 s
+        del env["SUPIE_WEBHOOK__RETRY_SCHEDULE_S"]  # the default: immediately, then 5 s, ...
         proc = await dispatcher.start(env)
         [event] = await dispatcher.publish()
+        log = await wait_log(proc, lambda log: "result=retry " in log)
+        assert "next_in=5s" in log
         async with asyncio.timeout(15):
             await rx.wait_until(lambda r: len(r) >= 2)
         first, second = rx.requests
         gap = second.received_mono - first.received_mono
-        assert 2.0 <= gap <= 6.0, gap  # 2-5 s backoff + the request itself on a busy box
+        assert 4.5 <= gap <= 8.0, gap  # the scheduled 5 s (JetStream redelivery) on a busy box
         assert first.headers["webhook-id"] == second.headers["webhook-id"]
         verify(second.body, second.headers, SECRET, scheme="both")
         log = await wait_log(proc, lambda log: "result=retry_ok" in log)
-        assert event.event_id in log
+        assert event.event_id in log and "attempt=2" in log
 
 
 async def test_failing_twice_dead_letters_then_redeliver_succeeds(
@@ -218,17 +224,17 @@ async def test_failing_twice_dead_letters_then_redeliver_succeeds(
         assert [a["error"] for a in entry["attempts"]] == ["HTTP 500", "HTTP 500"]
         assert SECRET not in out
 
-        # While the receiver is still down, redelivery fails and keeps the entry (4 attempts).
+        # While the receiver is still down, redelivery fails and keeps the entry (3 attempts).
         code, out = await dispatcher.cli("redeliver", "--id", event.event_id, env=env)
         assert code == 1, out
         code, out = await dispatcher.cli("redeliver", "--list", env=env)
         [entry] = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-        assert len(entry["attempts"]) == 4 and entry["redeliveries"] == 1
+        assert len(entry["attempts"]) == 3 and entry["redeliveries"] == 1
 
         healthy = True
         code, out = await dispatcher.cli("redeliver", "--id", event.event_id, env=env)
         assert code == 0, out
-        assert '"result": "ok"' in out
+        assert '"result": "retry_ok"' in out  # the 4th attempt overall
         last = rx.requests[-1]
         assert (
             verify(last.body, last.headers, SECRET, scheme="both")["sessionId"] == event.session_id
@@ -282,7 +288,7 @@ async def test_hanging_receiver_blocks_neither_publishing_nor_other_deliveries(
             event_id=f"evt-{sid}",
             session_id=f"meet-{sid}",
             device_id="aa:bb",
-            summary={},
+            summary=summary(),
             duration_ms=5000,
             started_at=1,
             ended_at=2,
@@ -313,8 +319,8 @@ async def test_logs_hold_neither_secret_nor_body(dispatcher: Dispatcher) -> None
     async with WebhookReceiver(respond) as rx:
         env = dispatcher.env(rx.url + "?token=query-token-xyz", SUPIE_LOG__LEVEL="DEBUG")
         proc = await dispatcher.start(env)
-        events = await dispatcher.publish(summary={"title": marker})
-        events += await dispatcher.publish(summary={"title": marker, "note": "fail-me"})
+        events = await dispatcher.publish(summary=summary(marker[:30]))
+        events += await dispatcher.publish(summary=summary(marker[:30]), metrics={"n": "fail-me"})
         await wait_log(proc, lambda log: "result=fail" in log and "result=ok" in log)
         code, out = await dispatcher.cli("dead-letters", env=env)
         assert code == 0 and events[1].event_id in out
@@ -328,7 +334,13 @@ async def test_logs_hold_neither_secret_nor_body(dispatcher: Dispatcher) -> None
             log,
         )
         assert line, log[-2000:]
-    for leak in (SECRET, marker, "query-token-xyz", "fail-me", hashlib.sha256(body).hexdigest()):
+    for leak in (
+        SECRET,
+        marker[:30],
+        "query-token-xyz",
+        "fail-me",
+        hashlib.sha256(body).hexdigest(),
+    ):
         assert leak not in log, leak
         assert leak not in out, leak
 
@@ -365,3 +377,63 @@ async def test_malformed_event_is_dropped_with_a_clear_error(dispatcher: Dispatc
         log = await wait_log(proc, lambda log: "dropping malformed" in log)
         assert "session_id" in log  # names the bad fields
         assert len(rx.requests) == 1
+
+
+async def test_deliveries_verify_with_the_standard_webhooks_library(dispatcher: Dispatcher) -> None:
+    """A third-party verifier (the ``standardwebhooks`` package) accepts what we send, with a
+    ``whsec_`` secret used as Standard Webhooks defines it (the decoded bytes)."""
+    import base64
+
+    from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+    secret = "whsec_" + base64.b64encode(b"a-32-byte-secret-for-the-webhook").decode()
+    async with WebhookReceiver() as rx:
+        await dispatcher.start(dispatcher.env(rx.url, SUPIE_MEETING__WEBHOOK__SECRET=secret))
+        [event] = await dispatcher.publish(summary=summary("周会", ("决定上线", "ship it")))
+        async with asyncio.timeout(10):
+            await rx.wait_until(lambda r: len(ids_of(r, [event])) == 1)
+    req = rx.requests[-1]
+    payload = Webhook(secret).verify(req.body, dict(req.headers))
+    assert payload["sessionId"] == event.session_id
+    assert payload["summary"]["title"] == "周会"
+    wrong = "whsec_" + base64.b64encode(b"another-secret-of-thirty-two-by!").decode()
+    with pytest.raises(WebhookVerificationError):
+        Webhook(wrong).verify(req.body, dict(req.headers))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(secret).verify(req.body + b" ", dict(req.headers))
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_a_two_minute_receiver_outage_loses_nothing(dispatcher: Dispatcher) -> None:
+    """The receiver is down for two minutes while meetings finalize: every event arrives once,
+    later, by itself (nobody runs redeliver). The schedule is shortened from the default's
+    5 min third attempt so the test takes ~3 minutes."""
+    down_until = time.monotonic() + 120
+
+    async def respond(req: ReceivedRequest) -> int:
+        return 503 if time.monotonic() < down_until else 200
+
+    async with WebhookReceiver(respond) as rx:
+        env = dispatcher.env(rx.url, SUPIE_WEBHOOK__RETRY_SCHEDULE_S="[0, 5, 30, 60, 150, 300]")
+        await dispatcher.start(env)
+        events = []
+        for _ in range(24):  # meetings finalizing during the outage
+            events += await dispatcher.publish()
+            await asyncio.sleep(2)
+        async with asyncio.timeout(240):
+            await rx.wait_until(
+                lambda r: (
+                    {e.session_id for e in events}
+                    <= {json.loads(x.body)["sessionId"] for x in r if x.received_mono >= down_until}
+                )
+            )
+        await asyncio.sleep(2)
+        delivered = [
+            json.loads(r.body)["sessionId"]
+            for r in rx.requests
+            if r.received_mono >= down_until and ids_of([r], events)
+        ]
+        assert sorted(delivered) == sorted(e.session_id for e in events)  # each exactly once
+    code, out = await dispatcher.cli("dead-letters", env=env)
+    assert code == 0 and not any(e.event_id in out for e in events)

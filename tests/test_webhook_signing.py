@@ -10,7 +10,7 @@ import os
 import time
 
 import pytest
-from supie_common.contracts import MeetingFinalized
+from supie_common.contracts import MeetingFinalized, Summary
 from supie_common.settings import ConfigError, load_settings
 from supie_common.webhooks import (
     WebhookVerificationError,
@@ -108,7 +108,7 @@ def test_body_is_compact_utf8_with_exactly_the_five_fields() -> None:
         event_id="e1",
         session_id="m1",
         device_id="aa:bb",
-        summary={"title": "周会", "bullets": ["一", "two"]},
+        summary=Summary(title="周会", duration="00:01:01", bullets=["一", "two"]),
         metrics={"segmentsCount": 3},
         duration_ms=61000,
         started_at=1,
@@ -118,7 +118,15 @@ def test_body_is_compact_utf8_with_exactly_the_five_fields() -> None:
     assert json.loads(body) == {
         "sessionId": "m1",
         "deviceId": "aa:bb",
-        "summary": {"title": "周会", "bullets": ["一", "two"]},
+        "summary": {
+            "title": "周会",
+            "duration": "00:01:01",
+            "bullets": ["一", "two"],
+            "decisions": [],
+            "actions": [],
+            "risks": [],
+            "nextSteps": [],
+        },
         "metrics": {"segmentsCount": 3},
         "durationMs": 61000,
     }
@@ -141,15 +149,17 @@ def test_config_parses_env_schedule_and_rejects_bad_values(monkeypatch: pytest.M
     for key in [k for k in os.environ if k.startswith("SUPIE_")]:
         monkeypatch.delenv(key)
     monkeypatch.setenv("SUPIE_CONFIG", "/nonexistent/config.yaml")
-    monkeypatch.setenv("SUPIE_MEETING__WEBHOOK__RETRY_BACKOFF_S", "[[1,2],[10,20]]")
+    s = load_settings(WebhookSettings)
+    assert s.webhook.retry_schedule_s == [0, 5, 300, 1800, 7200, 18000, 36000, 36000]
+    monkeypatch.setenv("SUPIE_WEBHOOK__RETRY_SCHEDULE_S", "[0, 2, 10]")
     monkeypatch.setenv("SUPIE_MEETING__WEBHOOK__URL", "http://127.0.0.1:1/hook")
     s = load_settings(WebhookSettings)
-    assert s.meeting.webhook.retry_backoff_s == [[1, 2], [10, 20]]
+    assert s.webhook.retry_schedule_s == [0, 2, 10]
     assert s.meeting.webhook.timeout_s == 5.0
-    monkeypatch.setenv("SUPIE_MEETING__WEBHOOK__RETRY_BACKOFF_S", "[[5,2]]")
-    with pytest.raises(ConfigError, match="meeting.webhook.retry_backoff_s"):
+    monkeypatch.setenv("SUPIE_WEBHOOK__RETRY_SCHEDULE_S", "[0, -5]")
+    with pytest.raises(ConfigError, match="webhook.retry_schedule_s"):
         load_settings(WebhookSettings)
-    monkeypatch.setenv("SUPIE_MEETING__WEBHOOK__RETRY_BACKOFF_S", "[[2,5]]")
+    monkeypatch.setenv("SUPIE_WEBHOOK__RETRY_SCHEDULE_S", "[0, 5]")
     monkeypatch.setenv("SUPIE_MEETING__WEBHOOK__URL", "ftp://x")
     with pytest.raises(ConfigError, match="meeting.webhook.url"):
         load_settings(WebhookSettings)

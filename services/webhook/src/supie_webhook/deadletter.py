@@ -1,13 +1,14 @@
 """The Redis side of delivery outcomes: dead letters (failed deliveries with their attempts) and
 "delivered" markers (so a redelivered JetStream message is not POSTed twice).
 
-Dead letters live in one hash (``meeting.webhook.dead_letter_key``), field = webhook id (one per
+Dead letters live in one hash (``webhook.dead_letter_key``), field = webhook id (one per
 event and endpoint), value = :class:`DeadLetter` JSON. Secrets are never stored: a redelivery
 signs with the endpoint's secret from the current configuration.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -38,6 +39,23 @@ class DeadLetters:
     def _delivered_key(self, webhook_id: str) -> str:
         return f"{self.key}:delivered:{webhook_id}"
 
+    def _attempts_key(self, webhook_id: str) -> str:
+        return f"{self.key}:attempts:{webhook_id}"
+
+    async def note_attempt(self, webhook_id: str, attempt: dict[str, Any]) -> None:
+        """Remember a failed scheduled attempt (for the dead letter, if it comes to that)."""
+        key = self._attempts_key(webhook_id)
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(key, json.dumps(attempt))
+        pipe.ltrim(key, -MAX_ATTEMPTS_KEPT, -1)
+        pipe.expire(key, DELIVERED_TTL_S)
+        await pipe.execute()
+
+    async def noted_attempts(self, webhook_id: str) -> list[dict[str, Any]]:
+        return [
+            json.loads(a) for a in await self.redis.lrange(self._attempts_key(webhook_id), 0, -1)
+        ]
+
     async def delivered(self, webhook_id: str) -> bool:
         return bool(await self.redis.exists(self._delivered_key(webhook_id)))
 
@@ -46,6 +64,7 @@ class DeadLetters:
         pipe = self.redis.pipeline(transaction=False)
         pipe.set(self._delivered_key(webhook_id), now_ms(), ex=DELIVERED_TTL_S)
         pipe.hdel(self.key, webhook_id)
+        pipe.delete(self._attempts_key(webhook_id))
         await pipe.execute()
 
     async def record(

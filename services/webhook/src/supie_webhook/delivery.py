@@ -1,12 +1,12 @@
-"""One delivery of one event to one endpoint: signed POST, per-attempt timeout, retry schedule,
-and the ``[Meeting Webhook]`` result line (never the secret, never the body)."""
+"""One attempt to deliver one event to one endpoint: a signed POST with a whole-request timeout,
+and the ``[Meeting Webhook]`` result line (never the secret, never the body). The retry schedule
+lives in the service: a failed attempt hands the event back to JetStream with the next delay."""
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
 import logging
-import random
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -16,14 +16,16 @@ from urllib.parse import urlsplit
 import httpx
 from loguru import logger
 from supie_common.contracts import now_ms
-from supie_common.settings import WebhookEndpoint, WebhookSection
+from supie_common.settings import WebhookEndpoint
 from supie_common.webhooks import sign_headers
 
 from .request import body_digest, endpoint_host
 
 __all__ = ["Attempt", "Outcome", "Deliverer", "quiet_http_client_logs"]
 
-Result = Literal["ok", "retry_ok", "fail"]
+Result = Literal["ok", "retry_ok", "retry", "fail"]
+"""ok: first attempt; retry_ok: a later attempt; retry: failed, another attempt is scheduled;
+fail: the last scheduled attempt failed (the delivery is dead-lettered)."""
 
 
 def _fail_fast_on_missing_sniffio() -> None:
@@ -66,7 +68,7 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return self.result != "fail"
+        return self.result in ("ok", "retry_ok")
 
 
 class Deliverer:
@@ -125,43 +127,36 @@ class Deliverer:
 
     async def deliver(
         self,
-        section: WebhookSection,
         endpoint: WebhookEndpoint,
         msg_id: str,
         body: bytes,
         *,
         event_id: str,
+        timeout_s: float,
+        attempt_no: int = 1,
+        next_in_s: float | None = None,
     ) -> Outcome:
-        """First attempt, then one retry per ``retry_backoff_s`` entry after a random pause."""
-        schedule = [(0.0, 0.0), *((float(lo), float(hi)) for lo, hi in section.retry_backoff_s)]
-        attempts: list[Attempt] = []
-        for n, (lo, hi) in enumerate(schedule):
-            if n:
-                await asyncio.sleep(random.uniform(lo, hi))
-            attempt = await self.attempt(endpoint, msg_id, body, section.timeout_s)
-            attempts.append(attempt)
-            if attempt.ok:
-                break
-            logger.debug(
-                "[Meeting Webhook] attempt {} failed: {} endpoint={} event={}",
-                n + 1,
-                attempt.error,
-                endpoint_host(endpoint.url),
-                event_id,
-            )
-        result: Result = "fail"
-        if attempts[-1].ok:
-            result = "ok" if len(attempts) == 1 else "retry_ok"
-        log = logger.info if result != "fail" else logger.error
+        """One attempt (number ``attempt_no``), logged; ``next_in_s`` = when the next attempt
+        is scheduled if this one fails (None: this is the last one)."""
+        attempt = await self.attempt(endpoint, msg_id, body, timeout_s)
+        result: Result
+        if attempt.ok:
+            result = "ok" if attempt_no == 1 else "retry_ok"
+        else:
+            result = "retry" if next_in_s is not None else "fail"
+        log = logger.error if result == "fail" else logger.info
         log(
             "[Meeting Webhook] result={} body_len={} body_sha256={} endpoint={} event={} "
-            "attempts={}{}",
+            "attempt={}{}",
             result,
             len(body),
             body_digest(body),
             endpoint_host(endpoint.url),
             event_id,
-            len(attempts),
-            "" if result != "fail" else f" last_error={attempts[-1].error}",
+            attempt_no,
+            ""
+            if attempt.ok
+            else f" error={attempt.error}"
+            + (f" next_in={next_in_s:g}s" if next_in_s is not None else " dead-lettered"),
         )
-        return Outcome(result=result, attempts=attempts)
+        return Outcome(result=result, attempts=[attempt])

@@ -2,8 +2,14 @@
 
 Why pull + durable: an outage or restart of every replica only delays delivery (events wait in
 the stream), and replicas split the work by pulling from the same consumer. A message is acked
-only after each endpoint's outcome is in Redis (delivered marker or dead letter); while a long
-retry runs the message is kept "in progress" so JetStream does not hand it to another replica.
+only after each endpoint's outcome is in Redis (delivered marker or dead letter).
+
+Retries follow ``webhook.retry_schedule_s`` (default as Standard Webhooks / Svix: immediately,
+5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h): each delivery of the JetStream message is one attempt
+for every endpoint that does not have the event yet; a failure hands the message back with
+``nak(delay=<next>)``, so the schedule survives restarts and no process sleeps through it. After
+the last attempt the failed endpoints are dead-lettered. Every attempt and redelivery carries the
+same ``webhook-id``, so receivers deduplicate.
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ class WebhookService(Service[WebhookSettings]):
         self._slot_freed = asyncio.Event()
         self._pull_task: asyncio.Task[None] | None = None
         self.deliverer = Deliverer()
-        self._counts = {"ok": 0, "retry_ok": 0, "fail": 0, "skipped": 0}
+        self._counts = {"ok": 0, "retry_ok": 0, "retry": 0, "fail": 0, "skipped": 0}
 
     @property
     def section(self) -> WebhookSection:
@@ -57,7 +63,7 @@ class WebhookService(Service[WebhookSettings]):
         self.dead_letters = DeadLetters(self.redis, cfg.dead_letter_key)
         self.deliverer = Deliverer(max_connections=cfg.concurrency)
         js: JetStreamContext = self.nc.jetstream()
-        await ensure_events_stream(js)
+        await ensure_events_stream(js, self.settings.nats.stream_replicas)
         consumer = ConsumerConfig(
             durable_name=cfg.durable,
             ack_policy=AckPolicy.EXPLICIT,
@@ -173,11 +179,16 @@ class WebhookService(Service[WebhookSettings]):
             await msg.term()
             return
         keeper = asyncio.create_task(self._keep_in_progress(msg))
+        schedule = self.settings.webhook.retry_schedule_s
+        attempt_no = max(1, msg.metadata.num_delivered)
+        # When the next attempt is due if this one fails; None: this is the last scheduled one.
+        next_in = schedule[attempt_no] if attempt_no < len(schedule) else None
         try:
             body = webhook_body(event)
             endpoints = self.section.all_endpoints()
             results = await asyncio.gather(
-                *(self._deliver_to(event, body, ep) for ep in endpoints), return_exceptions=True
+                *(self._deliver_to(event, body, ep, attempt_no, next_in) for ep in endpoints),
+                return_exceptions=True,
             )
             errors = [r for r in results if isinstance(r, BaseException)]
             if errors:
@@ -189,7 +200,10 @@ class WebhookService(Service[WebhookSettings]):
                 )
                 await msg.nak(delay=5)
                 return
-            await msg.ack()
+            if all(results) or next_in is None:
+                await msg.ack()  # delivered everywhere, or dead-lettered where it was not
+            else:
+                await msg.nak(delay=next_in)  # the next attempt, on the schedule
         except asyncio.CancelledError:
             # Stopping mid-delivery: hand the event back at once rather than after ack_wait.
             await msg.nak()
@@ -197,24 +211,42 @@ class WebhookService(Service[WebhookSettings]):
         finally:
             keeper.cancel()
 
-    async def _deliver_to(self, event: MeetingFinalized, body: bytes, ep: WebhookEndpoint) -> None:
+    async def _deliver_to(
+        self,
+        event: MeetingFinalized,
+        body: bytes,
+        ep: WebhookEndpoint,
+        attempt_no: int,
+        next_in: float | None,
+    ) -> bool:
+        """One scheduled attempt for one endpoint; True when it is delivered (now or before)."""
         msg_id = webhook_id(event.event_id, ep.url)
         if await self.dead_letters.delivered(msg_id):
-            # A redelivered message (a replica died before its ack): already done for this one.
+            # A redelivered message: this endpoint already has it (another one may not).
             self._counts["skipped"] += 1
-            logger.info(
+            logger.debug(
                 "[Meeting Webhook] already delivered endpoint={} event={}",
                 endpoint_host(ep.url),
                 event.event_id,
             )
-            return
+            return True
         outcome = await self.deliverer.deliver(
-            self.section, ep, msg_id, body, event_id=event.event_id
+            ep,
+            msg_id,
+            body,
+            event_id=event.event_id,
+            timeout_s=self.section.timeout_s,
+            attempt_no=attempt_no,
+            next_in_s=next_in,
         )
         self._counts[outcome.result] += 1
         if outcome.ok:
             await self.dead_letters.resolve(msg_id)
-        else:
-            await self.dead_letters.record(
-                msg_id, ep.url, event, [a.as_dict() for a in outcome.attempts]
-            )
+            return True
+        attempt = outcome.attempts[-1].as_dict()
+        if next_in is not None:
+            await self.dead_letters.note_attempt(msg_id, attempt)
+            return False
+        attempts = [*await self.dead_letters.noted_attempts(msg_id), attempt]
+        await self.dead_letters.record(msg_id, ep.url, event, attempts)
+        return False
