@@ -38,7 +38,6 @@ def _load_support() -> Any:
 
 
 support = _load_support()
-support.install_commands_stand_in()
 
 
 def badge_id(prefix: str) -> str:

@@ -11,11 +11,8 @@ receives both, so "arrival order" is the order the NATS server delivered them in
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-import sys
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -36,17 +33,7 @@ from supie_common.contracts import (
 )
 from supie_common.store import Presence
 
-__all__ = ["Badge", "FakeGateway", "install_commands_stand_in", "load", "wait_for"]
-
-
-def load(name: str) -> types.ModuleType:
-    """Another test helper module of this directory, by file name."""
-    path = Path(__file__).with_name(f"{name}.py")
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+__all__ = ["Badge", "FakeGateway", "start_workflow", "wait_for", "wait_for_async"]
 
 
 async def wait_for(pred: Callable[[], Any], within: float = 20.0, what: str = "condition") -> Any:
@@ -202,70 +189,6 @@ class FakeGateway:
         )
         reply = await self.request(badge, Subjects.WORKFLOW_INTENT, transcript, **kw)
         return [json.loads(f) for f in reply.frames]
-
-
-def install_commands_stand_in() -> None:
-    """``supie_common.commands`` (the shared phrase table) is written in parallel: until it is on
-    this branch, a tiny stand-in with its interface, knowing only the phrases the tests say."""
-    try:
-        import supie_common.commands  # noqa: F401
-
-        return
-    except ImportError:
-        pass
-    import re
-    from dataclasses import dataclass as _dc
-    from enum import StrEnum
-
-    class Intent(StrEnum):
-        FINALIZE = "finalize"
-        SWITCH_MODE = "mode_switch"
-        ASSIGN = "assign"
-        COMPLETE = "complete"
-        REFRESH = "refresh"
-
-    @_dc(frozen=True)
-    class VoiceCommand:
-        intent: Intent
-        target_mode: str | None = None
-        ordinal: int | None = None
-        keyword: str = ""
-        language: str = "zh"
-
-    words = {"first": 1, "second": 2, "third": 3, "fourth": 4, "fifth": 5}
-    zh = {"一": 1, "二": 2, "三": 3, "四": 4, "五": 5}
-
-    def parse_command(text: str, intents: Any) -> VoiceCommand | None:
-        t = re.sub(r"[^\w\s]", "", text.lower()).strip()
-        if "not" in t.split() or "别" in t or "不" in t:
-            return None
-        ordinal = None
-        m = re.search(r"(first|second|third|fourth|fifth) task|task (\d+)", t)
-        if m:
-            ordinal = words[m.group(1)] if m.group(1) else int(m.group(2))
-        m = re.search(r"第(\d+|[一二三四五])个", t)
-        if m:
-            ordinal = int(m.group(1)) if m.group(1).isdigit() else zh[m.group(1)]
-        if re.fullmatch(r"(complete|finish|mark done)( the \w+ task| task \d+)?", t) or (
-            re.fullmatch(r"完成(第.个)?任务", t)
-        ):
-            return VoiceCommand(Intent.COMPLETE, ordinal=ordinal, language="en")
-        if re.fullmatch(r"(claim|take)( the \w+ task| task \d+| task)?", t) or re.fullmatch(
-            r"(认领|领取)(第.个)?任务", t
-        ):
-            return VoiceCommand(Intent.ASSIGN, ordinal=ordinal)
-        if t in {"refresh", "refresh the list", "刷新列表", "刷新任务"}:
-            return VoiceCommand(Intent.REFRESH)
-        return None
-
-    module = types.ModuleType("supie_common.commands")
-    module.Intent = Intent  # type: ignore[attr-defined]
-    module.VoiceCommand = VoiceCommand  # type: ignore[attr-defined]
-    module.WORKING_INTENTS = frozenset(  # type: ignore[attr-defined]
-        {Intent.ASSIGN, Intent.COMPLETE, Intent.REFRESH, Intent.SWITCH_MODE}
-    )
-    module.parse_command = parse_command  # type: ignore[attr-defined]
-    sys.modules["supie_common.commands"] = module
 
 
 async def start_workflow(nats_url: str, redis_url: str, tmp_path: Path, **overrides: Any) -> Any:

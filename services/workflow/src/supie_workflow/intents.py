@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+from supie_common.commands import WORKING_INTENTS, Intent, parse_command
 from supie_common.contracts.device import Task
 
 __all__ = ["Command", "CommandIntent", "recognise_rules", "open_tasks", "pick_target"]
@@ -31,19 +32,14 @@ class Command:
 def recognise_rules(text: str) -> Command | None:
     """The command the shared phrase table finds in ``text``, if it is one of working mode's
     (a mode switch is the gateway's business)."""
-    # Imported here: the phrase table module is shared with the meeting and loads its tables
-    # once, on the first utterance.
-    from supie_common.commands import WORKING_INTENTS, parse_command
-
     found = parse_command(text, WORKING_INTENTS)
     if found is None:
         return None
-    intent = str(found.intent)
-    if intent == "assign":
+    if found.intent is Intent.ASSIGN:
         return Command("assign", found.ordinal)
-    if intent == "complete":
+    if found.intent is Intent.COMPLETE:
         return Command("complete", found.ordinal)
-    if intent == "refresh":
+    if found.intent is Intent.REFRESH:
         return Command("refresh", found.ordinal)
     return None
 
