@@ -517,3 +517,25 @@ async def test_one_log_line_per_operation_without_task_contents(
         f"[Workflow] op=complete groups=[] count=0 by={a.device_id} idempotent=true",
     ]
     assert not any("TOP-SECRET" in line for line in lines)
+
+
+async def test_an_overtaken_snapshot_is_repaired_by_a_resync(
+    make_workflow: Any, gw: Any, team: Any, nc: NATS
+) -> None:
+    """Another replica's older snapshot arrives after the newest one: the sender of the older one
+    finds the group moved on (after a flush) and resyncs the group's online badges."""
+    from supie_common.contracts import DeviceOutbound
+
+    svc = await make_workflow()
+    a, b, _ = team
+    await gw.send(a, {"event": "update", "tasks": [{"id": "1", "title": "old"}]})
+    old = await svc.store.snapshot(a.group)
+    await gw.send(a, {"event": "update", "tasks": [{"id": "1", "title": "new"}]})
+    current = b.last_snapshot()
+    # the overtaken push, as a slow replica would deliver it
+    await nc.publish(Subjects.device_out(b.device_id), encode(DeviceOutbound(frame=old.frame)))
+    await support.wait_for(lambda: b.last_snapshot()[0]["title"] == "old", what="stale push")
+    svc.pusher.check({a.group: old.version})
+    await support.wait_for(lambda: b.last_snapshot() == current, what="the resync")
+    assert a.last_snapshot() == current  # every online badge of the group got it
+    assert svc.pusher.resyncs == 1

@@ -18,7 +18,6 @@ to a badge. Two rules make the last snapshot every badge holds the group's lates
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections import OrderedDict
 from functools import lru_cache
@@ -28,13 +27,22 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 from supie_common.contracts import DeviceOutbound, Subjects, device_token, encode, now_ms
 
-from .store import GroupKeys, Snapshot, TaskStore
+from .store import GroupKeys, Snapshot, TaskStore, encode_value
 
-__all__ = ["FlushBatcher", "MAX_WAIT_S", "Pusher", "QUIET_S", "device_out", "group_changed_payload"]
+__all__ = [
+    "FlushBatcher",
+    "LATEST_TTL_S",
+    "MAX_WAIT_S",
+    "Pusher",
+    "QUIET_S",
+    "device_out",
+    "group_changed_payload",
+]
 
 QUIET_S = 0.05  # a group unchanged this long is "quiet"
 MAX_WAIT_S = 1.0  # a group busy this long is resynced anyway
 _LATEST_GROUPS = 4096  # newest snapshots remembered per replica (the busiest groups)
+LATEST_TTL_S = 2.0  # how long a remembered snapshot orders later ones
 
 
 @lru_cache(maxsize=65536)
@@ -46,8 +54,8 @@ def group_changed_payload(snapshot: Snapshot, op: str, by: str) -> bytes:
     """``encode(WorkflowGroupChanged(...))`` without parsing the tasks into models and encoding
     them again: the task texts are the stored ones (readers decode it with the model)."""
     return (
-        f'{{"group_key":{json.dumps(snapshot.group)},"tasks":[{",".join(snapshot.items)}],'
-        f'"op":{json.dumps(op)},"by":{json.dumps(by)},"ts_ms":{now_ms()}}}'
+        f'{{"group_key":{encode_value(snapshot.group)},"tasks":[{",".join(snapshot.items)}],'
+        f'"op":{encode_value(op)},"by":{encode_value(by)},"ts_ms":{now_ms()}}}'
     ).encode()
 
 
@@ -88,18 +96,22 @@ class Pusher:
         self.pushed = 0
         self.resyncs = 0
         self.flush = FlushBatcher(nc)
-        self._latest: OrderedDict[str, Snapshot] = OrderedDict()
+        self._latest: OrderedDict[str, tuple[Snapshot, float]] = OrderedDict()
         self._dirty: dict[str, tuple[int, float]] = {}  # group -> (version seen, since)
         self._wake = asyncio.Event()
         self._to_check: dict[str, int] = {}  # group -> newest version sent since the last check
         self._checker: asyncio.Task[None] | None = None
 
     def newest(self, snapshot: Snapshot) -> Snapshot:
-        """``snapshot``, or a newer one of its group this replica has seen."""
+        """``snapshot``, or a newer one of its group this replica saw in the last
+        :data:`LATEST_TTL_S` (only near-simultaneous snapshots need ordering; a version from
+        long ago is not trusted: Redis may have been emptied meanwhile)."""
+        now = time.monotonic()
         known = self._latest.get(snapshot.group)
-        if known is not None and known.version > snapshot.version:
-            return known
-        self._latest[snapshot.group] = snapshot
+        if known is not None and known[0].version > snapshot.version:
+            if now - known[1] < LATEST_TTL_S:
+                return known[0]
+        self._latest[snapshot.group] = (snapshot, now)
         self._latest.move_to_end(snapshot.group)
         if len(self._latest) > _LATEST_GROUPS:
             self._latest.popitem(last=False)

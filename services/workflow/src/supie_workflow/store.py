@@ -44,9 +44,13 @@ MAX_PATCHES_PER_CHANGE = 999  # the creation sequence leaves 3 digits for the po
 Status = Literal["ok", "idempotent", "not_found", "full"]
 
 
+# One encoder, built once: json.dumps with options builds a new one on every call.
+_COMPACT = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
 def encode_value(value: Any) -> str:
     """Canonical JSON of one field value (the scripts compare these strings)."""
-    return json.dumps(value, ensure_ascii=True, separators=(",", ":"))
+    return _COMPACT(value)
 
 
 class GroupKeys:
@@ -87,7 +91,7 @@ class Snapshot:
     @cached_property
     def frame(self) -> str:
         """The ``WorkflowSnapshot`` text frame (what ``to_frame`` makes of the model)."""
-        group = json.dumps(self.group, ensure_ascii=False)
+        group = _COMPACT(self.group)
         tasks = ",".join(self.items)
         return f'{{"type":"workflow","event":"update","tasks":[{tasks}],"groupKey":{group}}}'
 
@@ -167,7 +171,7 @@ class TaskStore:
             str(ttl_s or self.seen_ttl_s),
             str(self.max_tasks),
             encode_value(group),
-            json.dumps(payload, separators=(",", ":")),
+            _COMPACT(payload),
         ]
         script_keys = [keys.tasks, keys.order, keys.version, keys.seen(dedupe)]
         changed, online = await self._changes.run(
