@@ -127,14 +127,11 @@ class BenchGateway:
         return bool(data) and not decode(InboundReply, data).retry
 
 
-async def wait_replicas(nc: NATS, procs: list[subprocess.Popen[bytes]], logs: list[Path]) -> None:
-    for proc, log in zip(procs, logs, strict=True):
-        deadline = time.monotonic() + 60
-        while "workflow started" not in log.read_text(errors="replace"):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(log.read_text(errors="replace")[-3000:])
-            await asyncio.sleep(0.1)
-    await request(nc, Subjects.health("workflow"), HealthPing(), HealthPong, timeout=5)
+def spawn_replica(env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as fh:
+        return subprocess.Popen(
+            [sys.executable, "-m", "supie_workflow"], env=env, stdout=fh, stderr=subprocess.STDOUT
+        )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -152,24 +149,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "SUPIE_REDIS__URL": valkey.url,
                 "SUPIE_DATA_DIR": str(tmp / "data"),
                 "SUPIE_CONFIG": str(tmp / "none.yaml"),
-                "SUPIE_LOG__LEVEL": "WARNING",
             }
         )
         logs = [tmp / f"workflow-{i}.log" for i in range(args.replicas)]
-        for log in logs:
-            with open(log, "ab") as fh:
-                procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "supie_workflow"],
-                        env=env,
-                        stdout=fh,
-                        stderr=subprocess.STDOUT,
-                    )
-                )
+        procs += [spawn_replica(env, log) for log in logs]
         nc = await connect_nats(nats.url, "bench")
         redis = connect_redis(valkey.url)
         logs_ready = [tmp / f"workflow-{i}.log" for i in range(args.replicas)]
-        # the replicas log at WARNING: wait for their health answers instead of a log line
         deadline = time.monotonic() + 60
         while True:
             try:
@@ -179,12 +165,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
                     raise RuntimeError(logs_ready[0].read_text(errors="replace")[-3000:]) from None
                 await asyncio.sleep(0.2)
-        await asyncio.sleep(1.0)  # the second replica, too
+        for log in logs_ready:  # every replica, not just the first to answer
+            while "workflow started" not in log.read_text(errors="replace"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError(log.read_text(errors="replace")[-3000:])
+                await asyncio.sleep(0.2)
 
         groups = [f"bg{g:02d}{new_id()[:4]}"[:8] for g in range(GROUPS)]
         badges = [Badge(g, i) for g in groups for i in range(PER_GROUP)]
         presence = Presence(redis, ttl_s=3600)
-        await presence.heartbeat_many([(b.device_id, "bench", b.session_id, b.group) for b in badges])
+        await presence.heartbeat_many(
+            [(b.device_id, "bench", b.session_id, b.group) for b in badges]
+        )
         observers = [b for b in badges if b.index == 0]
         senders = [b for b in badges if b.index != 0]
         gw = BenchGateway(nc)
