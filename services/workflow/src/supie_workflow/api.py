@@ -89,9 +89,9 @@ class WorkflowApi:
         return ApiReply(data={"items": snapshot.dicts(), "groupKey": group})
 
     async def _groups(self) -> ApiReply:
-        items = [
-            {"groupKey": g, "count": await self.store.count(g)} for g in await self.store.groups()
-        ]
+        groups = await self.store.groups()
+        counts = await self.store.counts(groups)
+        items = [{"groupKey": g, "count": n} for g, n in zip(groups, counts, strict=True)]
         return ApiReply(data={"items": items})
 
     def _group(self, args: dict[str, Any]) -> str:

@@ -248,5 +248,9 @@ class TaskStore:
     async def groups(self) -> list[str]:
         return sorted(str(g) for g in await self.redis.smembers(GROUPS_INDEX))
 
-    async def count(self, group: str) -> int:
-        return int(await self.redis.zcard(GroupKeys.of(group).order))
+    async def counts(self, groups: list[str]) -> list[int]:
+        """How many tasks each group holds (one round trip)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for g in groups:
+            pipe.zcard(GroupKeys.of(g).order)
+        return [int(n) for n in await pipe.execute()] if groups else []
