@@ -127,9 +127,12 @@ async def test_many_concurrent_changes_to_one_group_lose_nothing(store: TaskStor
 def cluster_node(tmp_path: Path) -> Iterator[int]:
     """A one-node Valkey cluster holding every slot."""
     port = free_port()
+    bus_port = free_port()  # not port + 10000, which may be past 65535
     proc = subprocess.Popen(
         [
             valkey_server_binary(),
+            "--cluster-port",
+            str(bus_port),
             "--bind",
             "127.0.0.1",
             "--port",
