@@ -7,7 +7,7 @@ presence in Valkey, the badges' device.<dev>.out); it does not go through a real
 - latency at ``--rate`` ops/s (open loop): update sent -> the snapshot holding it received by
   another badge of the group (one observer badge per group), p50 / p99.
 
-    uv run python bench/workflow.py [--replicas 2] [--seconds 10] [--rate 500]
+    uv run python bench/workflow.py [--replicas 2] [--seconds 10] [--rate 500] [--log-level INFO]
 
 Prints one JSON line.
 """
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -149,26 +150,25 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 "SUPIE_REDIS__URL": valkey.url,
                 "SUPIE_DATA_DIR": str(tmp / "data"),
                 "SUPIE_CONFIG": str(tmp / "none.yaml"),
+                "SUPIE_LOG__LEVEL": args.log_level,
             }
         )
         logs = [tmp / f"workflow-{i}.log" for i in range(args.replicas)]
         procs += [spawn_replica(env, log) for log in logs]
         nc = await connect_nats(nats.url, "bench")
         redis = connect_redis(valkey.url)
-        logs_ready = [tmp / f"workflow-{i}.log" for i in range(args.replicas)]
-        deadline = time.monotonic() + 60
-        while True:
+        # every replica answers health pings (queue group): wait until each one has
+        instances: set[str] = set()
+        deadline = time.monotonic() + 90
+        while len(instances) < args.replicas:
             try:
-                await request(nc, Subjects.health("workflow"), HealthPing(), HealthPong, timeout=1)
-                break
+                pong = await request(
+                    nc, Subjects.health("workflow"), HealthPing(), HealthPong, timeout=1
+                )
+                instances.add(pong.instance)
             except BusError:
                 if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
-                    raise RuntimeError(logs_ready[0].read_text(errors="replace")[-3000:]) from None
-                await asyncio.sleep(0.2)
-        for log in logs_ready:  # every replica, not just the first to answer
-            while "workflow started" not in log.read_text(errors="replace"):
-                if time.monotonic() > deadline:
-                    raise RuntimeError(log.read_text(errors="replace")[-3000:])
+                    raise RuntimeError(logs[0].read_text(errors="replace")[-3000:]) from None
                 await asyncio.sleep(0.2)
 
         groups = [f"bg{g:02d}{new_id()[:4]}"[:8] for g in range(GROUPS)]
@@ -260,6 +260,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "bench": "workflow",
             "gateway": "simulated over NATS (DeviceInbound requests, device.<dev>.out)",
             "replicas": args.replicas,
+            "log_level": args.log_level,
             "badges": len(badges),
             "groups": GROUPS,
             "cores": os.cpu_count(),
@@ -282,6 +283,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 proc.kill()
         valkey.stop()
         nats.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> None:
@@ -289,6 +291,9 @@ def main() -> None:
     parser.add_argument("--replicas", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=500.0)
+    parser.add_argument(
+        "--log-level", default="INFO", help="the replicas' log.level (INFO: one line per op)"
+    )
     args = parser.parse_args()
     try:
         import uvloop
