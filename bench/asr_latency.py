@@ -2,10 +2,13 @@
 device through gateway -> asr, with its own embedded NATS/Valkey and services as subprocesses.
 
 Prints one JSON line: real-time factor (pipeline compute / audio), endpoint latency p50/p95
-(last voiced frame sent -> ``stt`` received, minus the configured silence window), WER, and the
-ratio of pipeline compute to a plain faster-whisper ``transcribe()`` of the same audio.
+(last voiced frame sent -> ``stt`` received, minus the configured silence window), the error
+rate (WER; CER for Chinese) of the pipeline and of a plain faster-whisper ``transcribe()`` with
+the same model and decoding options, on the same audio (each whole clip after the Opus round
+trip the device's audio takes, which is what the pipeline hears) and on the clean WAVs, the ratio
+of pipeline compute to plain compute, and the asr process's peak memory.
 
-    uv run python bench/asr_latency.py [--no-gateway]
+    uv run python bench/asr_latency.py [--language en|zh] [--no-gateway]
 """
 
 from __future__ import annotations
@@ -54,6 +57,8 @@ class Clip:
     last_voiced_packet: list[int]  # per sentence
     sentence_end_ms: list[int]
 
+    language: str = "en"
+
     @classmethod
     def load(cls, name: str) -> Clip:
         from supie_common.audio import OpusEncoder
@@ -61,14 +66,23 @@ class Clip:
         pcm = speech.samples(name)
         spans = speech.sentence_spans(pcm)
         frame = 16 * FRAME_MS
+        language = speech.language_of(name)
         return cls(
             name=name,
             pcm=pcm,
             packets=OpusEncoder(frame_ms=FRAME_MS).encode_all(pcm),
-            sentences=speech.references()[name],
+            sentences=speech.references(language)[name],
+            language=language,
             last_voiced_packet=[(end - 1) // frame for _, end in spans],
             sentence_end_ms=[end // 16 for _, end in spans],
         )
+
+    def heard(self) -> np.ndarray:
+        """The clip as the asr service hears it: decoded from the device's Opus packets."""
+        from supie_common.audio import OpusDecoder
+
+        decoder = OpusDecoder()
+        return np.concatenate([decoder.decode(p) for p in self.packets])
 
 
 @dataclass
@@ -160,40 +174,75 @@ async def wait_port(port: int, within_s: float = 30) -> None:
     raise TimeoutError(f"nothing on port {port}")
 
 
-def plain_transcribe_s(clips: list[Clip], threads: int) -> tuple[float, float]:
-    """Plain faster-whisper ``transcribe()`` of each whole clip: (compute s, WER)."""
+def plain_transcribe(clips: list[Clip], threads: int, language: str) -> dict[str, float]:
+    """Plain faster-whisper ``transcribe()`` of each whole clip with the model and decoding
+    options the pipeline uses for the language: compute seconds and error rates, on the audio
+    the pipeline hears (after Opus) and on the clean WAVs."""
     from faster_whisper import WhisperModel
-    from supie_asr.engine import model_location
+    from supie_asr.models import resolve_model
+    from supie_asr.pool import model_for_language
+    from supie_common.settings import AsrSection
+    from supie_common.text import to_simplified
 
+    cfg = AsrSection(language=language)
+    name = model_for_language(cfg, language)
     model = WhisperModel(
-        model_location(None), device="cpu", compute_type="int8", cpu_threads=threads
+        resolve_model(name, Path(tempfile.gettempdir()) / "supie-bench-models"),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=threads,
     )
-    list(model.transcribe(np.zeros(16000, dtype=np.float32), language="en")[0])  # warm up
+    multilingual = model.model.is_multilingual
+    options = {
+        "language": language,
+        "beam_size": cfg.multilingual_beam_size if multilingual else cfg.beam_size,
+        "initial_prompt": cfg.initial_prompts.get(language),
+        "temperature": cfg.temperatures,
+    }
+    list(model.transcribe(np.zeros(16000, dtype=np.float32), **options)[0])  # warm up
     total = 0.0
-    refs, hyps = [], []
+    refs, heard, clean = [], [], []
     for clip in clips:
-        audio = clip.pcm.astype(np.float32) / 32768.0
-        started = time.perf_counter()
-        segments, _ = model.transcribe(audio, language="en", beam_size=1)
-        text = " ".join(s.text for s in segments)
-        total += time.perf_counter() - started
+        for audio, hyps in ((clip.heard(), heard), (clip.pcm, clean)):
+            started = time.perf_counter()
+            segments, _ = model.transcribe(audio.astype(np.float32) / 32768.0, **options)
+            hyps.append(to_simplified(" ".join(s.text for s in segments)))
+            if hyps is heard:
+                total += time.perf_counter() - started
         refs.append(" ".join(clip.sentences))
-        hyps.append(text)
-    return total, speech.wer(" ".join(refs), " ".join(hyps))
+    ref = " ".join(refs)
+    return {
+        "plain_transcribe_s": total,
+        "plain_error": speech.error_rate(ref, " ".join(heard), language),
+        "plain_error_clean_audio": speech.error_rate(ref, " ".join(clean), language),
+    }
 
 
-async def run(use_gateway: bool, threads: int) -> dict[str, Any]:
+def peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of a process (VmHWM), MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+async def run(use_gateway: bool, threads: int, language: str) -> dict[str, Any]:
     from supie_common.bus import connect_nats
     from supie_common.contracts import AsrEvent, decode
     from supie_common.device_client import DeviceClient
     from supie_common.embedded import free_port
 
-    clips = [Clip.load(n) for n in speech.references()]
+    clips = [Clip.load(n) for n in speech.references(language)]
     stack = Stack(Path(tempfile.mkdtemp(prefix="supie-bench-")))
     stack.start_servers(valkey=use_gateway)
     try:
         nc = await connect_nats(stack.env["SUPIE_NATS__URL"], "bench")
-        stack.spawn("supie_asr", SUPIE_ASR__CPU_THREADS=str(threads))
+        asr = stack.spawn(
+            "supie_asr",
+            SUPIE_ASR__CPU_THREADS=str(threads),
+            SUPIE_ASR__LANGUAGE=language,
+            SUPIE_ASR__MODELS_DIR=str(Path(tempfile.gettempdir()) / "supie-bench-models"),
+        )
         ws_port = free_port()
         if use_gateway:
             stack.spawn(
@@ -243,7 +292,11 @@ async def run(use_gateway: bool, threads: int) -> dict[str, Any]:
                     arrivals.append(time.monotonic())
 
                 stream = AsrStream(
-                    nc, AsrOpenRequest(device_id="bench", session_id="b", gateway_id="bench"), on_t
+                    nc,
+                    AsrOpenRequest(
+                        device_id="bench", session_id="b", gateway_id="bench", language=language
+                    ),
+                    on_t,
                 )
                 await stream.open()
                 send = stream.send_audio
@@ -255,12 +308,18 @@ async def run(use_gateway: bool, threads: int) -> dict[str, Any]:
                     await asyncio.sleep(delay)
                 await send(packet)
                 sent_at[i] = time.monotonic()
-            deadline = time.monotonic() + 10
+            deadline = time.monotonic() + 10 + len(clip.pcm) / 16000
             # two different sources append to arrivals; polling is simplest
             while len(arrivals) < len(clip.sentences) and time.monotonic() < deadline:  # noqa: ASYNC110
                 await asyncio.sleep(0.02)
-            for n, idx in enumerate(clip.last_voiced_packet[: len(arrivals)]):
-                latencies.append((arrivals[n] - sent_at[idx]) * 1000 - MIN_SILENCE_MS)
+            # each final ends one sentence: the last sentence end before the final's (padded)
+            # end; an utterance recognised as nothing sends no final and has no latency
+            ended = dict(zip(clip.sentence_end_ms, clip.last_voiced_packet, strict=True))
+            for arrival, final in zip(arrivals, finals[before:], strict=False):
+                ends = [ms for ms in ended if ms <= final.end_ms + 200]
+                if ends:
+                    idx = ended.pop(max(ends))
+                    latencies.append((arrival - sent_at[idx]) * 1000 - MIN_SILENCE_MS)
             if use_gateway:
                 collector.cancel()
                 await dev.close()
@@ -269,15 +328,22 @@ async def run(use_gateway: bool, threads: int) -> dict[str, Any]:
             await asyncio.sleep(0.3)
             refs.append(" ".join(clip.sentences))
             hyps.append(" ".join(t.text for t in finals[before:]))
+            print(f"{clip.name}: {hyps[-1]}", file=sys.stderr)
             audio_ms += len(clip.pcm) // 16
         compute_ms = sum(t.compute_ms for t in finals)
         utter_ms = sum(t.audio_ms for t in finals)
+        rss_mb = peak_rss_mb(asr.pid)
         await nc.drain()
     finally:
         stack.stop()
-    plain_s, plain_wer = plain_transcribe_s(clips, threads)
+    plain = plain_transcribe(clips, threads, language)
+    plain_s = plain["plain_transcribe_s"]
+    pipeline_error = speech.error_rate(" ".join(refs), " ".join(hyps), language)
+    metric = "cer" if language == "zh" else "wer"
     return {
         "bench": "asr_latency",
+        "language": language,
+        "metric": metric,
         "path": "device->gateway->asr" if use_gateway else "asr_link->asr",
         "cores": os.cpu_count(),
         "cpu_threads": threads,
@@ -287,11 +353,14 @@ async def run(use_gateway: bool, threads: int) -> dict[str, Any]:
         "rtf_speech": round(compute_ms / max(utter_ms, 1), 4),
         "endpoint_latency_ms_p50": round(percentile(latencies, 50), 1),
         "endpoint_latency_ms_p95": round(percentile(latencies, 95), 1),
-        "wer": round(speech.wer(" ".join(refs), " ".join(hyps)), 4),
+        metric: round(pipeline_error, 4),
+        f"plain_{metric}": round(plain["plain_error"], 4),
+        f"plain_{metric}_clean_audio": round(plain["plain_error_clean_audio"], 4),
+        f"{metric}_minus_plain": round(pipeline_error - plain["plain_error"], 4),
         "pipeline_compute_s": round(compute_ms / 1000, 3),
         "plain_transcribe_s": round(plain_s, 3),
-        "plain_wer": round(plain_wer, 4),
         "overhead_ratio": round(compute_ms / 1000 / plain_s, 3),
+        "asr_peak_rss_mb": rss_mb,
     }
 
 
@@ -299,8 +368,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--no-gateway", action="store_true", help="stream straight to asr")
     parser.add_argument("--threads", type=int, default=2, help="asr.cpu_threads")
+    parser.add_argument("--language", choices=["en", "zh"], default="en")
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(not args.no_gateway, args.threads))))
+    print(json.dumps(asyncio.run(run(not args.no_gateway, args.threads, args.language))))
 
 
 if __name__ == "__main__":

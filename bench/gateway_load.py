@@ -33,6 +33,8 @@ from supie_common.contracts import (
     AsrOpenReply,
     AsrOpenRequest,
     AudioHeaders,
+    MeetingControlReply,
+    Queues,
     Subjects,
     decode,
     encode,
@@ -190,15 +192,20 @@ async def _measure(args: argparse.Namespace) -> dict[str, object]:
         await msg.respond(encode(AsrOpenReply(ok=True, stream_id=req.stream_id, owner="bench")))
 
     async def heartbeats() -> None:
+        # committed_seq is unknown here (the bench does not count every stream's frames): a
+        # large value releases the gateway's replay buffers as a real asr replica would.
         while True:
             await asyncio.sleep(0.5)
             for sid in list(streams):
-                await nc.publish(
-                    Subjects.asr_events(sid),
-                    encode(AsrEvent(kind="heartbeat", stream_id=sid, owner="bench")),
-                )
+                beat = AsrEvent(kind="heartbeat", stream_id=sid, owner="bench", committed_seq=2**40)
+                await nc.publish(Subjects.asr_events(sid), encode(beat))
+
+    # ... and the meeting service: every connect asks for the device's meeting (none here).
+    async def on_meeting_control(msg) -> None:  # type: ignore[no-untyped-def]
+        await msg.respond(encode(MeetingControlReply()))
 
     await nc.subscribe(Subjects.ASR_OPEN, queue="asr", cb=on_open)
+    await nc.subscribe(Subjects.MEETING_CONTROL, queue=Queues.MEETING, cb=on_meeting_control)
     beat = asyncio.create_task(heartbeats())
 
     def fetch_metrics() -> str:

@@ -119,9 +119,12 @@ async def test_fixture_streams_are_transcribed_with_low_wer(spawn_service: Any, 
     for name, sentences in refs.items():
         finals = await clients[name].wait_for(len(sentences))
         stream = streams[name]
-        assert [f.utterance_id for f in finals] == [
-            f"{stream.stream_id}-{i + 1}" for i in range(len(finals))
-        ]
+        # deterministic ids: the stream and the sequence number of the utterance's first frame
+        seqs = [int(f.utterance_id.split(":")[1]) for f in finals]
+        assert all(
+            f.utterance_id == f"{stream.stream_id}:{n}" for f, n in zip(finals, seqs, strict=True)
+        )
+        assert seqs == sorted(set(seqs)) and seqs[0] >= 0
         for f in finals:
             assert f.stream_id == stream.stream_id and f.device_id == stream.req.device_id
             assert f.meeting_id == f"m-{name}" and f.gateway_id == "test-gw"

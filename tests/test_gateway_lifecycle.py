@@ -21,6 +21,9 @@ from supie_common.contracts import (
 from supie_common.device_client import DeviceClient
 
 from .test_gateway_protocol import dev_id
+from .test_gateway_support import Stack, eventually, stack, strict_frames  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("strict_frames")
 
 SILENCE = OpusEncoder().encode(np.zeros(960, dtype=np.int16))
 
@@ -68,7 +71,7 @@ def warning_index(dev: DeviceClient) -> int:
     ("mode", "expected"), [(None, 0.6), ("coding", 0.6), ("working", 1.8), ("meeting", 1.8)]
 )
 async def test_no_voice_close_is_mode_aware_and_warns_first(
-    make_gateway, asr_owner, mode, expected
+    make_gateway, stack, mode, expected
 ) -> None:
     gw = await make_gateway(**idle(0.6))
     dev = await DeviceClient(gw.ws_url, dev_id()).connect()
@@ -120,11 +123,12 @@ async def test_a_message_during_the_hard_close_wait_cancels_it(make_gateway) -> 
     await asyncio.wait_for(dev.closed.wait(), 3)
 
 
-async def test_hard_close_is_tripled_in_meeting_mode(make_gateway, asr_owner) -> None:
+async def test_hard_close_is_tripled_in_meeting_mode(make_gateway, stack) -> None:
     gw = await make_gateway(**idle(0.3, hard_close_extra_s=0.2, hard_close_wait_s=0.2))
     dev = await DeviceClient(gw.ws_url, dev_id()).connect()
     await dev.hello()
     await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
+    await dev.expect("mode", status="ok")
     t0 = time.monotonic()
     await dev.expect("system", timeout=4, event="timeout_warning")
     assert time.monotonic() - t0 >= 0.9  # 0.3 x 3 + 0.2
@@ -154,6 +158,35 @@ async def test_listen_debounce(gateway, nc, asr_owner) -> None:
     assert controls[1].listen_mode == "auto"
 
 
+async def test_listen_debounce_coalesces_a_short_press(gateway, nc, asr_owner) -> None:
+    """A push-to-talk press shorter than the window still ends its utterance: the stop inside
+    the window is applied when the window ends (it used to be dropped)."""
+    controls: list[AsrControl] = []
+
+    async def on_control(msg) -> None:  # type: ignore[no-untyped-def]
+        controls.append(decode(AsrControl, msg.data))
+
+    sub = await nc.subscribe("supie.v1.asr.stream.*.control", cb=on_control)
+    async with DeviceClient(gateway.ws_url, dev_id()) as dev:
+        await dev.hello()
+        await dev.listen("start", "manual")  # opens the stream
+        await asyncio.sleep(0.4)
+        await dev.listen("start", "manual")  # accepted at once (the window is over)
+        await dev.listen("stop")  # 20 ms later: inside the window, applied when it ends
+        await eventually(lambda: any(c.action == "listen_stop" for c in controls), 3)
+        for state in ("start", "stop", "start", "stop"):  # a bouncing button, ends released
+            await dev.listen(state, "manual")
+        await asyncio.sleep(0.8)
+        assert [c.action for c in controls] == ["listen_start", "listen_stop"]  # no change
+        for state in ("start", "stop", "start"):  # ends pressed: one start
+            await dev.listen(state, "manual")
+        await eventually(lambda: len(controls) >= 3, 3)
+        await asyncio.sleep(0.5)
+    await sub.unsubscribe()
+    actions = [c.action for c in controls if c.action != "close"]
+    assert actions == ["listen_start", "listen_stop", "listen_start"], actions
+
+
 async def test_update_config_checks_the_secret_and_reloads(
     make_gateway, nc, tmp_path: Path
 ) -> None:
@@ -161,7 +194,6 @@ async def test_update_config_checks_the_secret_and_reloads(
     cfg.write_text("server:\n  listen_debounce_ms: 300\n")
     gw = await make_gateway(server={"secret": "topsecret", "config_watch_interval_s": 0})
     gw.service.config_path = cfg
-    gw.service.hub.config_path_str = str(cfg)
     events: list[ConfigUpdated] = []
 
     async def on_event(msg) -> None:  # type: ignore[no-untyped-def]
@@ -184,26 +216,41 @@ async def test_update_config_checks_the_secret_and_reloads(
         ok = await dev.expect("server", timeout=3)
         assert ok["status"] == "success"
         for _ in range(40):
-            if gw.service.hub.settings.server.listen_debounce_ms == 999:
+            if gw.service.settings.server.listen_debounce_ms == 999:
                 break
             await asyncio.sleep(0.05)
     await sub.unsubscribe()
     assert [e.source for e in events] == ["device"]
-    assert gw.service.hub.settings.server.listen_debounce_ms == 999
+    assert gw.service.settings.server.listen_debounce_ms == 999
 
 
 async def test_invalid_config_is_rejected_and_the_old_one_kept(
     make_gateway, nc, tmp_path: Path
 ) -> None:
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text("server:\n  listen_debounce_ms: many\n")
-    gw = await make_gateway(server={"config_watch_interval_s": 0})
-    before = gw.service.settings
-    await nc.publish(
-        Subjects.CONFIG_UPDATED, encode(ConfigUpdated(source="api", config_path=str(cfg)))
-    )
-    await asyncio.sleep(0.3)
-    assert gw.service.settings is before
+    from loguru import logger
+
+    lines: list[str] = []
+    sink = logger.add(lambda m: lines.append(str(m)), format="{message}")
+    try:
+        cfg = tmp_path / "bad.yaml"
+        cfg.write_text("server:\n  listen_debounce_ms: many\n")
+        gw = await make_gateway(server={"config_watch_interval_s": 0})
+        before = gw.service.settings
+        await nc.publish(
+            Subjects.CONFIG_UPDATED, encode(ConfigUpdated(source="api", config_path=str(cfg)))
+        )
+        await eventually(lambda: any("config reload rejected" in x for x in lines), 5)
+        assert gw.service.settings is before
+        assert any("server.listen_debounce_ms" in x for x in lines)
+        # the event path still works: a valid file applies
+        good = tmp_path / "good.yaml"
+        good.write_text("server:\n  listen_debounce_ms: 123\n")
+        await nc.publish(
+            Subjects.CONFIG_UPDATED, encode(ConfigUpdated(source="api", config_path=str(good)))
+        )
+        await eventually(lambda: gw.service.settings.server.listen_debounce_ms == 123, 5)
+    finally:
+        logger.remove(sink)
 
 
 async def test_a_changed_config_file_reloads_every_service(
@@ -232,15 +279,15 @@ async def test_a_changed_config_file_reloads_every_service(
 
 
 async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
-    make_gateway, nc, asr_owner
+    make_gateway, nc, stack: Stack
 ) -> None:
-    a, b = await make_gateway(), await make_gateway()
+    a, b = await make_gateway(server={"drain_timeout_s": 20}), await make_gateway()
     device = dev_id()
     dev = await DeviceClient(a.ws_url, device).connect()
     await dev.hello()
     await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
-    await dev.expect("mode", status="ok")
-    meeting_id = a.service.hub.connections[device].meeting_id
+    ack = await dev.expect("mode", status="ok")
+    meeting_id = ack["sessionId"]
     for i in range(20):
         await nc.publish(
             Subjects.device_out(device),
@@ -254,43 +301,36 @@ async def test_sigterm_drains_then_closes_1001_and_state_follows_the_device(
     assert texts == [f"queued {i}" for i in range(20)]  # nothing queued was lost
     async with DeviceClient(b.ws_url, device) as again:
         await again.hello()
-        conn = b.service.hub.connections[device]
-        assert conn.mode == "meeting" and conn.meeting_id == meeting_id
+        resumed = await again.expect("meeting", timeout=5, phase="transcript")
+        assert resumed["resumed"] is True and resumed["sessionId"] == meeting_id
+        session = b.service.connections[device].session
+        assert session.mode == "meeting" and session.meeting_id == meeting_id
 
 
-async def test_voice_shortcut_switches_to_working_mode_from_any_mode(gateway, asr_owner) -> None:
+async def test_voice_shortcut_switches_to_working_mode_from_any_mode(gateway, stack) -> None:
     async with DeviceClient(gateway.ws_url, dev_id()) as dev:
         await dev.hello()
         await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
-        await dev.expect("mode", status="ok")
+        meeting = (await dev.expect("mode", status="ok"))["sessionId"]
         await dev.listen("detect", text="进入工作模式")
-        echo = await dev.expect("stt", timeout=3)
+        notice = await dev.expect("meeting", timeout=5, event="command")
+        assert notice["intent"] == "mode_switch" and notice["targetMode"] == "working"
+        echo = await dev.expect("stt", timeout=5)
         assert echo["intent"] == "mode_switch" and echo["target_mode"] == "working"
-        assert (await dev.expect("mode", timeout=3))["mode"] == "working"
+        assert (await dev.expect("mode", timeout=5))["mode"] == "working"
         assert (await dev.expect("listen", timeout=3))["mode"] == "manual"
+    assert stack.meeting.status[meeting] == "finalizing"  # leaving a meeting finalizes it
 
 
-async def test_working_mode_text_reaches_intent_recognition(gateway, nc) -> None:
-    from supie_common.contracts import Transcript
-
-    got: list[Transcript] = []
-
-    async def on_intent(msg) -> None:  # type: ignore[no-untyped-def]
-        got.append(decode(Transcript, msg.data))
-
-    sub = await nc.subscribe(Subjects.WORKFLOW_INTENT, cb=on_intent)
+async def test_working_mode_text_reaches_intent_recognition(gateway, stack) -> None:
     device = dev_id()
     async with DeviceClient(gateway.ws_url, device) as dev:
         await dev.hello()
         await dev.send_json({"type": "mode", "state": "start", "mode": "working"})
         await dev.expect("mode", status="ok")
         await dev.listen("detect", text="完成第二个任务")
-        assert (await dev.expect("stt", timeout=3))["text"] == "完成第二个任务"
-        for _ in range(40):
-            if got:
-                break
-            await asyncio.sleep(0.05)
-    await sub.unsubscribe()
-    assert [(t.device_id, t.text, t.mode, t.source) for t in got] == [
+        assert (await dev.expect("stt", timeout=5))["text"] == "完成第二个任务"
+        await eventually(lambda: stack.workflow.texts, 5)
+    assert [(t.device_id, t.text, t.mode, t.source) for t in stack.workflow.texts] == [
         (device, "完成第二个任务", "working", "text")
     ]

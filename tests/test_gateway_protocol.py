@@ -17,6 +17,10 @@ from supie_common.device_client import DeviceClient, firmware_hello
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
+from .test_gateway_support import Stack, stack, strict_frames  # noqa: F401 - fixtures
+
+pytestmark = pytest.mark.usefixtures("strict_frames")
+
 
 def dev_id() -> str:
     raw = uuid.uuid4().hex[:12]
@@ -24,6 +28,7 @@ def dev_id() -> str:
 
 
 def opus_packets(n: int = 5) -> list[bytes]:
+    """Real Opus packets of a tone."""
     enc = OpusEncoder(frame_ms=60)
     tone = (np.sin(np.arange(960 * n) / 16000 * 2 * np.pi * 300) * 6000).astype(np.int16)
     return enc.encode_all(tone)
@@ -108,7 +113,7 @@ async def test_websocket_pings_are_sent(make_gateway) -> None:
     async with DeviceClient(gw.ws_url, device) as dev:
         await dev.hello()
         await asyncio.sleep(0.7)
-        server_side = gw.service.hub.connections[device].ws
+        server_side = gw.service.connections[device].ws
         assert server_side.latency > 0  # a keepalive ping was answered
 
 
@@ -123,12 +128,19 @@ async def test_legacy_config_update_is_a_noop(gateway) -> None:
         }
 
 
-async def test_mode_acks_idempotent_start_and_invalid(gateway) -> None:
+async def test_mode_acks_idempotent_start_and_invalid(gateway, stack: Stack) -> None:
     async with DeviceClient(gateway.ws_url, dev_id()) as dev:
         await dev.hello()
+        acks = []
+        for _ in range(2):  # a restart would be a new meeting with a new sessionId
+            await dev.send_json({"type": "mode", "state": "start", "mode": "meeting"})
+            acks.append(await dev.expect("mode"))
+        assert acks[0] == acks[1]
+        assert acks[0]["status"] == "ok" and acks[0]["sessionId"]
+        assert len(stack.meeting.active) == 1
         for mode in ("coding", "coding"):
             await dev.send_json({"type": "mode", "state": "start", "mode": mode})
-            assert await dev.expect("mode") == {
+            assert await dev.expect("mode", state="start") == {
                 "type": "mode",
                 "status": "ok",
                 "state": "start",
@@ -138,7 +150,8 @@ async def test_mode_acks_idempotent_start_and_invalid(gateway) -> None:
         assert (await dev.expect("mode"))["state"] == "end"
         await dev.send_json({"type": "mode", "state": "start", "mode": "party"})
         err = await dev.expect("mode")
-        assert err["status"] == "error" and "mode" in err["message"]
+        assert err["status"] == "error" and err["code"] == "SCHEMA_INVALID"
+        assert err["field"] == "mode" and "meeting" in err["message"]
 
 
 async def test_working_mode_start_asks_the_badge_to_listen(gateway) -> None:
@@ -150,8 +163,8 @@ async def test_working_mode_start_asks_the_badge_to_listen(gateway) -> None:
 
 
 BAD_INPUTS = [
-    ("text", "{not json", "INVALID_JSON"),
-    ("text", "[1, 2]", "SCHEMA_INVALID"),
+    ("text", "{not json", "BAD_JSON"),
+    ("text", "[1, 2]", "BAD_JSON"),
     ("text", '{"no_type": 1}', "SCHEMA_INVALID"),
     ("text", '{"type": "teleport"}', "UNKNOWN_TYPE"),
     ("text", '{"type": "listen", "state": "jump"}', "SCHEMA_INVALID"),
@@ -194,47 +207,79 @@ async def test_malformed_v2_frame(gateway, bad: bytes) -> None:
         assert err["code"] == "BAD_FRAME" and "v2" in err["message"]
 
 
+# Golden frames written from docs/protocol.md (not from the shared codec): payload b"OPUS",
+# timestamp 0x01020304 where the layout has one.
+PAYLOAD = b"OPUS"
+GOLDEN = {
+    1: PAYLOAD,
+    # v2: u16 version=2, u16 type=0 (audio), u32 reserved, u32 timestamp_ms, u32 payload_size
+    2: bytes.fromhex("00020000000000000102030400000004") + PAYLOAD,
+    # v3: u8 type=0, u8 reserved, u16 payload_size
+    3: bytes.fromhex("00000004") + PAYLOAD,
+}
+
+
 @pytest.mark.parametrize("version", [1, 2, 3])
-async def test_uplink_audio_reaches_the_bus_with_headers(
+async def test_uplink_golden_frames_reach_the_bus_with_headers(
     gateway, nc, asr_owner, version: int
 ) -> None:
     device = dev_id()
     got: list = []
 
     async def collect(msg) -> None:  # type: ignore[no-untyped-def]
-        got.append(msg)
+        if msg.headers.get(AudioHeaders.DEVICE) == device:
+            got.append(msg)
 
     sub = await nc.subscribe("supie.v1.asr.stream.*.audio", cb=collect)
-    packets = opus_packets(5)
     async with DeviceClient(gateway.ws_url, device, protocol_version=version) as dev:
         await dev.hello()
         await dev.listen("start", "auto")
-        for i, packet in enumerate(packets):
-            await dev.send_audio(packet, timestamp_ms=i * 60)
-        for _ in range(50):
-            mine = [m for m in got if m.headers.get(AudioHeaders.DEVICE) == device]
-            if len(mine) >= len(packets):
+        for _ in range(3):
+            await dev.send_bytes(GOLDEN[version])
+        for _ in range(100):
+            if len(got) >= 3:
                 break
             await asyncio.sleep(0.05)
     await sub.unsubscribe()
-    mine = [m for m in got if m.headers.get(AudioHeaders.DEVICE) == device]
-    assert [m.data for m in mine] == packets  # raw bytes, header stripped
-    assert [int(m.headers[AudioHeaders.SEQ]) for m in mine] == list(range(len(packets)))
-    assert {m.headers[AudioHeaders.CODEC] for m in mine} == {"opus"}
+    assert [m.data for m in got] == [PAYLOAD] * 3  # raw bytes, header stripped
+    assert [int(m.headers[AudioHeaders.SEQ]) for m in got] == [0, 1, 2]
+    assert {m.headers[AudioHeaders.CODEC] for m in got} == {"opus"}
+
+
+@pytest.mark.parametrize("version", [2, 3])
+async def test_json_inside_a_binary_frame_is_a_text_message(gateway, version: int) -> None:
+    ping = b'{"type":"ping"}'
+    frame = {
+        2: bytes.fromhex("000200010000000000000000") + struct.pack(">I", len(ping)),
+        3: bytes.fromhex("0100") + struct.pack(">H", len(ping)),
+    }[version] + ping
+    async with DeviceClient(gateway.ws_url, dev_id(), protocol_version=version) as dev:
+        await dev.hello()
+        await dev.send_bytes(frame)
+        await dev.expect("pong", timeout=3)
+
+
+# Downlink golden headers (the payload follows): v2 has timestamp 0 from the server.
+GOLDEN_DOWN = {
+    1: b"",
+    2: bytes.fromhex("00020000000000000000000000000004"),
+    3: bytes.fromhex("00000004"),
+}
 
 
 @pytest.mark.parametrize("version", [1, 2, 3])
 async def test_downlink_audio_is_framed_per_protocol_version(gateway, nc, version: int) -> None:
     device = dev_id()
-    packet = opus_packets(1)[0]
-    async with DeviceClient(gateway.ws_url, device, protocol_version=version) as dev:
-        await dev.hello()
-        await nc.publish(Subjects.device_audio_out(device), packet)
-        for _ in range(40):
-            if dev.audio:
+    headers = {"Device-Id": device, "Protocol-Version": str(version)}
+    async with connect(gateway.ws_url, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"type": "hello"}))
+        json.loads(await ws.recv())
+        await nc.publish(Subjects.device_audio_out(device), PAYLOAD)
+        while True:
+            data = await asyncio.wait_for(ws.recv(), 5)
+            if isinstance(data, bytes):
                 break
-            await asyncio.sleep(0.05)
-    assert dev.audio == [packet]  # the client decoded the version's header
+    assert data == GOLDEN_DOWN[version] + PAYLOAD
 
 
 async def test_outbound_subject_reaches_the_socket(gateway, nc) -> None:

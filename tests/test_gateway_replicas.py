@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import time
 
+import pytest
 from supie_common.contracts import DeviceOutbound, Subjects, encode
 from supie_common.device_client import DeviceClient
 from supie_common.store import Presence
 
 from .test_gateway_protocol import dev_id
+from .test_gateway_support import eventually, strict_frames  # noqa: F401
+
+pytestmark = pytest.mark.usefixtures("strict_frames")
 
 
 async def wait_for(predicate, timeout: float = 5.0) -> None:  # type: ignore[no-untyped-def]
@@ -97,16 +101,24 @@ async def test_presence_and_group_membership(gateway, redis) -> None:
     await clients[1].close()
 
 
-async def test_reconnect_to_another_replica_keeps_mode(make_gateway) -> None:
+@pytest.mark.parametrize("mode", ["coding", "working"])
+async def test_reconnect_to_another_replica_keeps_mode(make_gateway, mode: str) -> None:
     a, b = await make_gateway(), await make_gateway()
     device = dev_id()
     async with DeviceClient(a.ws_url, device) as first:
         await first.hello()
-        await first.send_json({"type": "mode", "state": "start", "mode": "coding"})
+        await first.send_json({"type": "mode", "state": "start", "mode": mode})
         await first.expect("mode", status="ok")
     async with DeviceClient(b.ws_url, device) as second:
-        await second.hello()
-        await second.send_json({"type": "mode", "state": "start", "mode": "coding"})
-        await second.expect("mode", status="ok")
-        await asyncio.sleep(0.1)
-        assert b.service.hub.connections[device].mode == "coding"
+        await second.hello()  # no mode start: the mode comes back by itself
+        await eventually(lambda: device in b.service.connections, 5)
+        session = b.service.connections[device].session
+        await eventually(lambda: session.mode == mode, 5, "mode restored")
+        if mode == "working":
+            assert session.listen_mode == "manual"
+        await second.send_json({"type": "mode", "state": "end", "mode": mode})
+        await second.expect("mode", state="end")
+    async with DeviceClient(a.ws_url, device) as third:
+        await third.hello()
+        await asyncio.sleep(0.3)
+        assert a.service.connections[device].session.mode is None  # the end was kept too

@@ -61,6 +61,9 @@ async def until(pred: Any, within: float, what: str) -> Any:
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.mark.xfail(
+    reason="needs the new meeting service (MeetingControl, DeviceInbound replies)", strict=False
+)
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_device_meeting_end_to_end(gateway: Any, spawn_service: Any, nc: NATS) -> None:

@@ -47,7 +47,14 @@ _spec.loader.exec_module(speech)
 SECRET = "whsec_c3VwaWUtbXVsdGlob3N0LXRlc3Qtc2VjcmV0"
 BADGES_PER_GATEWAY = 2
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(600),
+    pytest.mark.xfail(
+        reason="needs the new meeting service (MeetingControl, DeviceInbound replies)",
+        strict=False,
+    ),
+]
 
 AT_FINALIZE = pytest.param(
     "finalize",

@@ -42,7 +42,16 @@ def opus_packets_for_wav(path: str | Path, frame_ms: int = 60) -> list[bytes]:
 
 
 class DeviceClient:
-    """One simulated badge. Text messages land in :attr:`inbox`, binary ones in :attr:`audio`."""
+    """One simulated badge. Text messages land in :attr:`inbox`, binary ones in :attr:`audio`.
+
+    ``strict``: check every text frame received against the documented server -> device models
+    (``contracts.device.validate_server_message``); what does not match is collected in
+    :attr:`violations` (and in the class-wide :attr:`all_violations`). Tests switch it on for
+    every client with :attr:`STRICT`.
+    """
+
+    STRICT = False
+    all_violations: list[str] = []  # noqa: RUF012 - shared on purpose: one list per test run
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class DeviceClient:
         protocol_version: int = 1,
         use_query: bool = False,
         extra_headers: dict[str, str] | None = None,
+        strict: bool | None = None,
     ) -> None:
         self.url = url
         self.device_id = device_id
@@ -62,6 +72,8 @@ class DeviceClient:
         self.protocol_version = protocol_version
         self.use_query = use_query
         self.extra_headers = extra_headers or {}
+        self.strict = self.STRICT if strict is None else strict
+        self.violations: list[str] = []
         self.ws: ClientConnection | None = None
         self.inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self.texts: list[str] = []
@@ -108,6 +120,8 @@ class DeviceClient:
                         msg = {"type": "_text", "text": data}
                     if not isinstance(msg, dict):
                         msg = {"type": "_json", "value": msg}
+                    if self.strict:
+                        self._check(msg, data)
                     if msg.get("type") == "hello" and msg.get("session_id"):
                         self.session_id = msg["session_id"]
                     self.received.append(msg)
@@ -118,6 +132,16 @@ class DeviceClient:
             pass
         finally:
             self.closed.set()
+
+    def _check(self, msg: dict[str, Any], raw: str) -> None:
+        from .contracts.device import validate_server_message
+
+        try:
+            validate_server_message(msg)
+        except ValueError as exc:
+            problem = f"{self.device_id}: {raw[:300]} ({str(exc)[:300]})"
+            self.violations.append(problem)
+            DeviceClient.all_violations.append(problem)
 
     async def send_json(self, msg: dict[str, Any]) -> None:
         assert self.ws is not None

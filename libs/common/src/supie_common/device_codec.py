@@ -24,13 +24,36 @@ from .contracts.device import (
 )
 from .errors import ProtocolError
 
-__all__ = ["DEFAULT_MAX_DEPTH", "check_depth", "parse_device_message", "scrub_surrogates"]
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "DeviceMessageError",
+    "check_depth",
+    "parse_device_message",
+    "scrub_surrogates",
+]
 
 DEFAULT_MAX_DEPTH = 32
 _ADAPTER: TypeAdapter[Any] = TypeAdapter(DeviceMessage)
 # Strings (with escapes) or brackets: what the depth scan needs to see, and nothing else.
 _TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
 _SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class DeviceMessageError(ProtocolError):
+    """A message of a known ``type`` with a wrong shape: the reply can use the type's own error
+    model (``ModeError``, ``MeetingError``, ...). ``sub`` is its ``phase``/``event`` if any."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        field: str | None,
+        message_type: str,
+        sub: str | None = None,
+    ) -> None:
+        super().__init__(code, message, field)
+        self.message_type = message_type
+        self.sub = sub
 
 
 def check_depth(text: str, max_depth: int) -> None:
@@ -96,4 +119,11 @@ def parse_device_message(text: str, *, max_depth: int = DEFAULT_MAX_DEPTH) -> An
         return _ADAPTER.validate_python(raw)
     except ValidationError as exc:
         field, message = describe_validation_error(exc, device_union=True)
-        raise ProtocolError(ErrorCode.SCHEMA_INVALID, message, field) from None
+        sub = raw.get("phase") if mtype == "meeting" else raw.get("event")
+        raise DeviceMessageError(
+            ErrorCode.SCHEMA_INVALID,
+            message,
+            field,
+            mtype,
+            sub if isinstance(sub, str) and len(sub) <= 32 else None,
+        ) from None

@@ -230,12 +230,59 @@ class LlmByMode(Section):
 
 class AsrSection(Section):
     engine: str = "faster-whisper"
-    model: str | None = Field(default=None, description="name or directory; None = bundled tiny.en")
-    language: str | None = "en"
+    model: str = Field(
+        default="tiny.en",
+        description="model of English streams: tiny.en (bundled), base (bundled multilingual), "
+        "any faster-whisper name or a directory",
+    )
+    language: str = Field(
+        default="en", description="default stream language: en, zh, ... or auto (detect)"
+    )
+    device_languages: dict[str, str] = Field(
+        default_factory=dict,
+        description="device id or id prefix -> language; the longest matching prefix wins",
+    )
+    auto_languages: list[str] = Field(
+        default_factory=lambda: ["zh", "en"],
+        min_length=1,
+        description="what 'auto' may detect (robotic or noisy audio must not come out as Thai)",
+    )
+    multilingual_model: str | None = Field(
+        default="base",
+        validate_default=True,
+        description="model of every other language and of auto; None = English only",
+    )
+    models_dir: Path | None = Field(
+        default=None, description="where bundled models are unpacked; None = <data_dir>/models"
+    )
+    chinese_script: Literal["simplified", "traditional"] = "simplified"
+    initial_prompts: dict[str, str] = Field(
+        default_factory=lambda: {"zh": "以下是普通话的句子。"},
+        description="language -> text whisper is primed with (style and script of the output)",
+    )
+    condition_on_previous_text: bool = Field(
+        default=True, description="prime each utterance with the stream's previous finals"
+    )
+    temperatures: list[float] = Field(
+        default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0],
+        min_length=1,
+        description="decoding temperatures tried in turn while a result fails the checks below",
+    )
+    compression_ratio_threshold: float = Field(default=2.4, gt=1)
+    log_prob_threshold: float = -1.0
+    no_speech_threshold: float = Field(
+        default=0.6, gt=0, le=1, description="no speech when above this and log_prob too low"
+    )
+    no_speech_alone_threshold: float = Field(
+        default=0.9, gt=0, le=1, description="no speech when above this, however probable"
+    )
     compute_type: str = "int8"
     cpu_threads: int = 2
     num_workers: int = 1
-    beam_size: int = 1
+    beam_size: int = Field(default=1, ge=1, description="beam of an English-only model")
+    multilingual_beam_size: int = Field(
+        default=5, ge=1, description="beam of a multilingual model (greedy loops on Mandarin)"
+    )
     vad_threshold: float = Field(default=0.5, gt=0, lt=1)
     min_silence_ms: int = Field(default=500, ge=50)
     speech_pad_ms: int = Field(default=100, ge=0)
@@ -264,7 +311,90 @@ class AsrSection(Section):
     stream_idle_s: float = Field(
         default=600.0, gt=0, description="asr releases a stream with no audio or control this long"
     )
+    stall_flush_ms: int = Field(
+        default=1500,
+        ge=100,
+        description="an open utterance is finalized when no audio arrives for this long",
+    )
     error_events_per_s: float = Field(default=1.0, gt=0, description="rate limit of error events")
+
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_default(cls, v: Any) -> Any:
+        return "tiny.en" if v is None else v  # older configs: null meant the bundled model
+
+    @field_validator("language", mode="before")
+    @classmethod
+    def _language_default(cls, v: Any) -> Any:
+        return "auto" if v is None else v  # older configs: null meant detect
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, v: str) -> str:
+        return AsrSection._check_language(v, allow_auto=True)
+
+    @field_validator("device_languages")
+    @classmethod
+    def _device_language_codes(cls, v: dict[str, str]) -> dict[str, str]:
+        out = {}
+        for device, lang in v.items():
+            try:
+                out[device.lower()] = AsrSection._check_language(lang, allow_auto=True)
+            except ValueError as exc:
+                raise ValueError(f"{device}: {exc}") from None
+        return out
+
+    @field_validator("auto_languages")
+    @classmethod
+    def _auto_language_codes(cls, v: list[str]) -> list[str]:
+        return [AsrSection._check_language(lang, allow_auto=False) for lang in v]
+
+    @field_validator("multilingual_model")
+    @classmethod
+    def _languages_have_a_model(cls, v: str | None, info: Any) -> str | None:
+        """Any non-English language needs a multilingual model: refuse at start otherwise."""
+        model = info.data.get("model", "tiny.en")
+        if v is not None or not AsrSection.english_only_name(model):
+            return v
+        wanted = {"default (asr.language)": info.data.get("language", "en")}
+        for device, lang in (info.data.get("device_languages") or {}).items():
+            wanted[f"asr.device_languages[{device!r}]"] = lang
+        bad = {where: lang for where, lang in wanted.items() if lang != "en"}
+        if bad:
+            where = ", ".join(f"{lang!r} for {w}" for w, lang in bad.items())
+            raise ValueError(
+                f"{where} needs a multilingual model, but asr.model={model!r} is English-only "
+                "and asr.multilingual_model is null: set asr.multilingual_model (e.g. 'base') "
+                "or use language 'en'"
+            )
+        return v
+
+    @staticmethod
+    def _check_language(v: str, *, allow_auto: bool) -> str:
+        code = v.strip().lower()
+        if code == "auto" and allow_auto:
+            return code
+        if not (2 <= len(code) <= 3 and code.isascii() and code.isalpha()) and code != "haw":
+            expected = "a language code (en, zh, ...)" + (" or 'auto'" if allow_auto else "")
+            raise ValueError(f"expected {expected}, got {v!r}")
+        return code
+
+    @staticmethod
+    def english_only_name(model: str) -> bool:
+        """Whether a model name is an English-only whisper (``tiny.en``, ``small.en``, ...)."""
+        return model.rstrip("/").endswith(".en")
+
+    def language_for(self, device_id: str) -> str:
+        """The language of a device's streams: ``device_languages`` (exact id, else the longest
+        matching id prefix, case-insensitive), else ``language``. May be ``auto``."""
+        key = device_id.lower()
+        if key in self.device_languages:
+            return self.device_languages[key]
+        best = ""
+        for prefix in self.device_languages:
+            if key.startswith(prefix) and len(prefix) > len(best):
+                best = prefix
+        return self.device_languages[best] if best else self.language
 
 
 class WebhookEndpoint(Section):

@@ -1,5 +1,6 @@
-"""One inference queue per process: utterances from every stream are batched (up to
-``asr.batch_max``) into single engine calls run in worker threads, off the event loop."""
+"""One inference queue per model: utterances from every stream (in any language the model
+speaks) are batched (up to ``asr.batch_max``) into single engine calls run in worker threads,
+off the event loop."""
 
 from __future__ import annotations
 
@@ -8,18 +9,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-import numpy as np
 from loguru import logger
 
-from .engine import AsrEngine, EngineResult
+from .engine import AsrEngine, EngineResult, Request
 
 __all__ = ["Recognizer", "Job"]
 
 
 @dataclass
 class Job:
-    audio: np.ndarray
-    language: str | None
+    request: Request
     partial: bool = False
     future: asyncio.Future[EngineResult] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
@@ -59,10 +58,8 @@ class Recognizer:
     def backlog(self) -> int:
         return self._finals.qsize()
 
-    def submit(
-        self, audio: np.ndarray, language: str | None, *, partial: bool = False
-    ) -> asyncio.Future[EngineResult]:
-        job = Job(audio=audio, language=language, partial=partial)
+    def submit(self, request: Request, *, partial: bool = False) -> asyncio.Future[EngineResult]:
+        job = Job(request=request, partial=partial)
         if partial:
             self._partials.append(job)
         else:
@@ -87,26 +84,21 @@ class Recognizer:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            # a batch shares one language; split otherwise
-            lang = jobs[0].language
-            same = [j for j in jobs if j.language == lang]
-            for j in jobs:
-                if j.language != lang:
-                    (self._partials.append(j) if j.partial else self._finals.put_nowait(j))
+            # one batch may mix languages: each utterance has its own decoder prompt
             started = time.monotonic()
             try:
                 results = await loop.run_in_executor(
-                    self._executor, self.engine.transcribe_batch, [j.audio for j in same], lang
+                    self._executor, self.engine.transcribe_batch, [j.request for j in jobs]
                 )
             except Exception as exc:
-                logger.exception("asr engine failed on a batch of {}", len(same))
-                for j in same:
+                logger.exception("asr engine failed on a batch of {}", len(jobs))
+                for j in jobs:
                     if not j.future.done():
                         j.future.set_exception(exc)
                 continue
             self.busy_s += time.monotonic() - started
             self.batches += 1
-            self.utterances += len(same)
-            for j, res in zip(same, results, strict=True):
+            self.utterances += len(jobs)
+            for j, res in zip(jobs, results, strict=True):
                 if not j.future.done():
                     j.future.set_result(res)

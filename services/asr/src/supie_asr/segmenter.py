@@ -31,6 +31,7 @@ class Utterance:
     audio: np.ndarray  # float32 16 kHz, including the decode margin
     voiced_ms: int
     reason: str  # "silence" | "max_length" | "flush"
+    first_window: int = 0  # index of the first VAD window of ``audio`` (decode margin included)
 
 
 class Segmenter:
@@ -69,6 +70,12 @@ class Segmenter:
 
     def pending_ms(self) -> int:
         return 0 if self.speech_start is None else (self.index - self.speech_start) * WINDOW_MS
+
+    def retained_from(self) -> int:
+        """First window the segmenter still needs: the pending utterance's (with its pre-roll)
+        or, between utterances, the pre-roll of the next one. Audio before it is done with."""
+        start = self.index if self.speech_start is None else self.speech_start
+        return max(0, start - self._preroll)
 
     def pending_audio(self) -> np.ndarray | None:
         """Audio of the utterance in progress (for partial hypotheses)."""
@@ -155,6 +162,7 @@ class Segmenter:
             audio=np.concatenate(chunks),
             voiced_ms=voiced * WINDOW_MS,
             reason=reason,
+            first_window=max(lo, 0),
         )
 
     def _trim(self) -> None:

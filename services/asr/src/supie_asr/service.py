@@ -1,4 +1,6 @@
-"""The asr service: answers stream opens (queue group), owns and heartbeats its streams."""
+"""The asr service: answers stream opens (queue group), owns and heartbeats its streams, and
+publishes every final durably (JetStream, deduplicated by utterance id) before it counts as
+handled."""
 
 from __future__ import annotations
 
@@ -6,17 +8,21 @@ import asyncio
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any, Literal
 
 from loguru import logger
 from nats.aio.msg import Msg
+from nats.js import JetStreamContext
 from pydantic import ValidationError
+from supie_common.bus import ensure_transcripts_stream
 from supie_common.contracts import (
     AsrControl,
     AsrEvent,
     AsrOpenReply,
     AsrOpenRequest,
     Queues,
+    Streams,
     Subjects,
     Transcript,
     decode,
@@ -25,8 +31,7 @@ from supie_common.contracts import (
 from supie_common.service import Service
 
 from .config import AsrSettings
-from .engine import AsrEngine, create_engine
-from .recognizer import Recognizer
+from .pool import EnginePool
 from .stream import StreamWorker
 from .vad import SileroVad
 
@@ -46,9 +51,11 @@ class AsrService(Service[AsrSettings]):
         super().__init__(settings, **kwargs)
         self.streams: dict[str, StreamWorker] = {}
         self._subs: dict[str, Any] = {}
-        self.engine: AsrEngine | None = None
-        self.recognizer: Recognizer | None = None
+        self.pool: EnginePool | None = None
         self.vad: SileroVad | None = None
+        self.js: JetStreamContext | None = None
+        self.finals_published = 0
+        self.final_retries = 0
         self._vad_pool = ThreadPoolExecutor(
             min(2, os.cpu_count() or 1), thread_name_prefix="asr-vad"
         )
@@ -56,19 +63,17 @@ class AsrService(Service[AsrSettings]):
         self.dropped_ms_total = 0
         self.bad_frames_total = 0
 
+    def models_dir(self) -> Path:
+        return self.settings.asr.models_dir or self.settings.data_dir / "models"
+
     async def on_start(self) -> None:
         cfg = self.settings.asr
         self.vad = SileroVad()
-
-        def load() -> AsrEngine:
-            engine = create_engine(cfg)
-            engine.warm_up()
-            return engine
-
-        self.engine = await asyncio.to_thread(load)
-        self.recognizer = Recognizer(self.engine, workers=cfg.num_workers, batch_max=cfg.batch_max)
-        self.recognizer.start()
-        self.spawn(self._heartbeats(), name="asr-heartbeats")
+        self.js = self.nc.jetstream()
+        await ensure_transcripts_stream(self.js)
+        self.pool = EnginePool(cfg, self.models_dir())
+        await self.pool.start()
+        self.spawn(self._heartbeats(), name="asr-heartbeats", critical=True)
         # only now take streams: a replica still loading its model must not win an open
         self._open_sub = await self.nc.subscribe(
             Subjects.ASR_OPEN, queue=Queues.ASR, cb=self._on_open
@@ -82,8 +87,8 @@ class AsrService(Service[AsrSettings]):
             *(s.close("asr replica shutting down") for s in list(self.streams.values())),
             return_exceptions=True,
         )
-        if self.recognizer is not None:
-            await self.recognizer.stop()
+        if self.pool is not None:
+            await self.pool.stop()
         self._vad_pool.shutdown(wait=False, cancel_futures=True)
 
     async def on_config(self, old: AsrSettings, new: AsrSettings, keys: list[str]) -> None:
@@ -94,7 +99,7 @@ class AsrService(Service[AsrSettings]):
             logger.warning("asr model settings changed: they apply after a restart")
 
     def health_detail(self) -> dict[str, Any]:
-        rec = self.recognizer
+        rec = self.pool
         return {
             "streams": len(self.streams),
             "dropped_ms_total": self.dropped_ms_total
@@ -105,6 +110,9 @@ class AsrService(Service[AsrSettings]):
             "utterances": rec.utterances if rec else 0,
             "batches": rec.batches if rec else 0,
             "engine_busy_s": round(rec.busy_s, 3) if rec else 0,
+            "models": sorted(rec.recognizers) if rec else [],
+            "finals_published": self.finals_published,
+            "final_publish_retries": self.final_retries,
         }
 
     # -- opening -------------------------------------------------------------------------------
@@ -151,7 +159,7 @@ class AsrService(Service[AsrSettings]):
         await self._event(req.stream_id, "heartbeat")
 
     async def _start_stream(self, req: AsrOpenRequest) -> None:
-        assert self.vad is not None and self.recognizer is not None
+        assert self.vad is not None and self.pool is not None
         stream_id = req.stream_id
 
         async def publish(
@@ -167,8 +175,9 @@ class AsrService(Service[AsrSettings]):
             manual_fallback_ms=self.settings.meeting.manual_listen_fallback_ms,
             vad=self.vad,
             executor=self._vad_pool,
-            recognizer=self.recognizer,
+            pool=self.pool,
             publish=publish,
+            publish_final=self._publish_final,
         )
         self.streams[stream_id] = worker
         audio_subject = Subjects.asr_audio(stream_id)
@@ -243,6 +252,7 @@ class AsrService(Service[AsrSettings]):
             transcript=transcript,
             error=error,
             frames=worker.next_seq if worker else 0,
+            committed_seq=worker.committed_seq if worker else 0,
             gaps=worker.gaps if worker else 0,
             dropped_ms=worker.dropped_ms if worker else 0,
         )
@@ -262,4 +272,39 @@ class AsrService(Service[AsrSettings]):
                 if now - worker.last_activity > self.settings.asr.stream_idle_s:
                     self.spawn(worker.close("idle"), name=f"asr-idle-{worker.stream_id}")
                     continue
+                if worker.stalled(now):
+                    logger.info(
+                        "asr stream {}: no audio for {:.1f} s mid-utterance, finalizing it",
+                        worker.stream_id,
+                        now - worker.last_audio,
+                    )
+                    worker.add_control(AsrControl(action="flush"))
                 await self._event(worker.stream_id, "heartbeat")
+
+    async def _publish_final(self, transcript: Transcript) -> None:
+        """Durably: JetStream, ``Nats-Msg-Id`` = utterance id (a re-transcribed utterance is a
+        duplicate JetStream drops), retried until acknowledged; NATS may be away for a while."""
+        assert self.js is not None
+        subject = Subjects.transcript_final(transcript.device_id)
+        payload = encode(transcript)
+        headers = {"Nats-Msg-Id": transcript.utterance_id}
+        delay = 0.1
+        while True:
+            try:
+                await self.js.publish(
+                    subject, payload, timeout=2.0, stream=Streams.TRANSCRIPTS, headers=headers
+                )
+                self.finals_published += 1
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.final_retries += 1
+                logger.warning(
+                    "asr final {} not yet acknowledged by JetStream ({}: {}); retrying",
+                    transcript.utterance_id,
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)

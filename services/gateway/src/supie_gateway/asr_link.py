@@ -1,19 +1,22 @@
-"""Gateway side of an ASR stream: open it on an asr replica, forward audio, receive transcripts,
-watch the owner's heartbeat and re-open elsewhere when it disappears.
+"""Gateway side of an ASR stream: open it on an asr replica, forward audio and listen boundaries,
+watch the owner's heartbeat and re-open elsewhere when it disappears (docs/dataflow.md §4).
 
-Interface used by the connection handler (``connection.py``):
+Interface (used by the connection, the asr tests and the asr benches):
 
     stream = AsrStream(nc, request=AsrOpenRequest(...), on_transcript=callback)
     await stream.open()             # never raises: retries in the background if no asr answers
     await stream.send_audio(bytes)  # raw Opus/PCM payload of one device frame
     await stream.control("listen_start" | "listen_stop" | "flush", listen_mode=...)
-    await stream.close()            # explicit close (listen stop + idle, meeting end, disconnect)
+    await stream.route(mode, meeting_id)   # routing context of later transcripts
+    await stream.close()            # explicit close (meeting end, disconnect)
 
-Fail-over: the owner heartbeats on the stream's events subject and acknowledges the frames it
-has received (``AsrEvent.frames`` = next sequence expected). If no heartbeat arrives for
-``heartbeat_timeout_s`` (or the open found no responders, or the owner announced it is closing),
-the same ``stream_id`` is re-opened with ``resume_seq`` = last acknowledged frame, and the frames
-kept since then (at most ``replay_s``) are sent again, so the new owner continues the stream.
+Fail-over without losing a word: the owner heartbeats ``committed_seq`` = every frame before it
+is fully handled (its utterance transcribed and published). The gateway keeps every frame from
+there on, and every listen boundary with the sequence it falls at (``at_seq``). When the owner
+goes silent for ``heartbeat_timeout_s`` (or the open found no responders, or it announced it is
+closing), the same ``stream_id`` is re-opened with ``resume_seq = committed_seq`` and the kept
+frames and boundaries are replayed in order, so the utterance in progress is transcribed whole
+by the new owner. Boundaries sent while the stream has no owner are kept the same way.
 """
 
 from __future__ import annotations
@@ -35,15 +38,21 @@ from supie_common.contracts import (
     AsrOpenReply,
     AsrOpenRequest,
     AudioHeaders,
+    ListenMode,
+    Mode,
     Subjects,
     Transcript,
     decode,
     encode,
 )
+from supie_common.tasks import TaskSet
 
 __all__ = ["AsrStream"]
 
 TranscriptCallback = Callable[[Transcript], Awaitable[None]]
+ErrorCallback = Callable[[str], Awaitable[None]]
+_KEPT_CONTROLS = frozenset({"listen_start", "listen_stop", "flush"})
+_LINGER = TaskSet("asr-link")  # delayed unsubscribes of closed streams
 
 
 class AsrStream:
@@ -58,7 +67,7 @@ class AsrStream:
         open_timeout_s: float = 2.0,
         heartbeat_timeout_s: float = 2.0,
         replay_s: float = 10.0,
-        on_error: Callable[[str], Awaitable[None]] | None = None,
+        on_error: ErrorCallback | None = None,
     ) -> None:
         self.nc = nc
         self.req = req
@@ -68,26 +77,34 @@ class AsrStream:
         self.heartbeat_timeout_s = heartbeat_timeout_s
         self.stream_id = req.stream_id
         self.owner: str | None = None
-        self.seq = 0
-        self.acked = 0  # frames the owner confirmed (next seq it expects)
+        self.seq = 0  # next frame sequence
+        self.committed = 0  # the owner's committed_seq: replay from here
+        self.received = 0  # the owner's "frames" (next seq it expects): for metrics only
         self.reopens = 0  # times the stream moved to another replica
         self._had_owner = False
         self.last_heartbeat = 0.0
         self._sub: Any = None
         self._watch: asyncio.Task[None] | None = None
         self._audio_subject = Subjects.asr_audio(self.stream_id)
+        self._control_subject = Subjects.asr_control(self.stream_id)
         self._headers_base = {
             AudioHeaders.STREAM: self.stream_id,
             AudioHeaders.DEVICE: req.device_id,
             AudioHeaders.CODEC: req.codec,
         }
         frame_ms = max(req.frame_duration_ms, 10)
-        self._replay: deque[tuple[int, bytes]] = deque(
+        self._frames: deque[tuple[int, bytes]] = deque(
             maxlen=max(1, int(replay_s * 1000 / frame_ms))
         )
-        self._homeless = True  # no owner: keep frames for the next owner instead of sending
+        self._controls: deque[AsrControl] = deque(maxlen=256)
+        self._homeless = True  # no owner: keep for the next owner instead of sending
         self._closed = False
         self._reopen_now = asyncio.Event()
+
+    @property
+    def acked(self) -> int:
+        """Kept for older callers: the sequence replay starts from."""
+        return self.committed
 
     # -- lifecycle -----------------------------------------------------------------------------
     async def open(self) -> None:
@@ -96,14 +113,28 @@ class AsrStream:
         await self._open_once()
         self._watch = asyncio.create_task(self._watchdog(), name=f"asr-watch-{self.stream_id}")
 
+    def _resume_seq(self) -> int:
+        # The first frame we still hold, if the owner committed less than that (the buffer is
+        # bounded by replay_s): the new owner must not wait for frames nobody can send.
+        if self._frames:
+            return max(self.committed, min(self._frames[0][0], self.seq))
+        return max(self.committed, self.seq) if self._had_owner else self.committed
+
     async def _open_once(self) -> bool:
-        req = self.req.model_copy(update={"resume_seq": self.acked})
+        resume = self._resume_seq()
+        req = self.req.model_copy(update={"resume_seq": resume})
         try:
             reply = await request(
                 self.nc, Subjects.ASR_OPEN, req, AsrOpenReply, timeout=self.open_timeout_s
             )
         except BusError as exc:
             logger.warning("asr stream {} not opened ({}); retrying", self.stream_id, exc)
+            return False
+        except (TimeoutError, ValidationError, OSError) as exc:
+            logger.warning("asr stream {} open failed ({}); retrying", self.stream_id, exc)
+            return False
+        except Exception as exc:  # NATS reconnecting: the watchdog tries again
+            logger.warning("asr stream {} open failed ({}); retrying", self.stream_id, exc)
             return False
         if not reply.ok:
             logger.error(
@@ -115,21 +146,28 @@ class AsrStream:
         self._had_owner = True
         self.owner = reply.owner
         self.last_heartbeat = time.monotonic()
-        await self._replay_unacked()
-        logger.info(
-            "asr stream {} owned by {} (resume seq {})", self.stream_id, self.owner, self.acked
-        )
+        await self._replay(resume)
+        logger.info("asr stream {} owned by {} (resume seq {})", self.stream_id, self.owner, resume)
         return True
 
-    async def _replay_unacked(self) -> None:
-        """Send the frames the new owner has not seen, in order, then go live again. Frames that
-        arrive meanwhile are appended to the replay buffer and picked up by this loop."""
-        i = 0
-        while i < len(self._replay):
-            seq, payload = self._replay[i]
-            i += 1
-            if seq >= self.acked:
-                await self._publish_frame(seq, payload)
+    async def _replay(self, start: int) -> None:
+        """Send what the new owner has not handled, in order (boundaries before the frame they
+        fall at), then go live. What arrives meanwhile is appended and picked up by this loop."""
+        i = j = 0
+        while True:
+            frame = self._frames[i] if i < len(self._frames) else None
+            ctl = self._controls[j] if j < len(self._controls) else None
+            if frame is None and ctl is None:
+                break
+            ctl_seq = ctl.at_seq if ctl is not None and ctl.at_seq is not None else 0
+            if ctl is not None and (frame is None or ctl_seq <= frame[0]):
+                j += 1
+                if ctl_seq >= start:
+                    await self._publish_control(ctl)
+            elif frame is not None:
+                i += 1
+                if frame[0] >= start:
+                    await self._publish_frame(frame[0], frame[1])
         self._homeless = False
 
     async def _watchdog(self) -> None:
@@ -166,11 +204,11 @@ class AsrStream:
         if self._watch is not None:
             self._watch.cancel()
             await asyncio.gather(self._watch, return_exceptions=True)
-        # the owner flushes on close: keep listening briefly for the last final
+        # the owner flushes on close: keep listening briefly for its last words
         self.spawn_unsubscribe_later()
 
     def spawn_unsubscribe_later(self, delay_s: float = 10.0) -> None:
-        """The last final of a closed stream may arrive after close(); stop listening later."""
+        """The last event of a closed stream may arrive after close(); stop listening later."""
         sub, self._sub = self._sub, None
         if sub is None:
             return
@@ -182,35 +220,67 @@ class AsrStream:
             except Exception as exc:  # connection already closed
                 logger.debug("asr stream {} unsubscribe: {}", self.stream_id, exc)
 
-        task = asyncio.create_task(later(), name=f"asr-unsub-{self.stream_id}")
-        _LINGER.add(task)
-        task.add_done_callback(_LINGER.discard)
+        _LINGER.spawn(later(), f"asr-unsub-{self.stream_id}")
 
     # -- sending -------------------------------------------------------------------------------
     async def send_audio(self, payload: bytes) -> None:
         if self._closed:
             return
         seq = self.seq
-        self.seq += 1
-        self._replay.append((seq, payload))
+        self.seq = seq + 1
+        self._frames.append((seq, payload))
         if not self._homeless:
             await self._publish_frame(seq, payload)
 
     async def _publish_frame(self, seq: int, payload: bytes) -> None:
         headers = dict(self._headers_base)
         headers[AudioHeaders.SEQ] = str(seq)
-        await self.nc.publish(self._audio_subject, payload, headers=headers)
+        try:
+            await self.nc.publish(self._audio_subject, payload, headers=headers)
+        except Exception as exc:  # NATS reconnecting: the frame stays kept for the replay
+            logger.debug("asr stream {} frame {} not published: {}", self.stream_id, seq, exc)
 
-    async def control(self, action: str, listen_mode: str | None = None) -> None:
+    async def _publish_control(self, ctl: AsrControl) -> None:
+        try:
+            await self.nc.publish(self._control_subject, encode(ctl))
+        except Exception as exc:
+            logger.debug("asr stream {} control not published: {}", self.stream_id, exc)
+
+    async def control(self, action: str, listen_mode: ListenMode | str | None = None) -> None:
         if self._closed:
             return
         if action == "listen_start" and listen_mode in ("auto", "manual", "realtime"):
             # a re-opened stream starts in the mode the device is in now
             self.req = self.req.model_copy(update={"listen_mode": listen_mode})
-        ctl = AsrControl.model_validate({"action": action, "listen_mode": listen_mode})
-        await self.nc.publish(Subjects.asr_control(self.stream_id), encode(ctl))
+        ctl = AsrControl.model_validate(
+            {"action": action, "listen_mode": listen_mode, "at_seq": self.seq}
+        )
+        if action in _KEPT_CONTROLS:
+            self._controls.append(ctl)
+        if not self._homeless or action == "close":
+            await self._publish_control(ctl)
+
+    async def route(self, mode: Mode | None, meeting_id: str | None) -> None:
+        """Later transcripts of this stream carry this routing context."""
+        self.req = self.req.model_copy(update={"mode": mode, "meeting_id": meeting_id})
+        if self._closed:
+            return
+        ctl = AsrControl(action="route", mode=mode, meeting_id=meeting_id, at_seq=self.seq)
+        if not self._homeless:
+            await self._publish_control(ctl)
 
     # -- events --------------------------------------------------------------------------------
+    def _prune(self) -> None:
+        if self._homeless:
+            return
+        committed = self.committed
+        frames = self._frames
+        while frames and frames[0][0] < committed:
+            frames.popleft()
+        controls = self._controls
+        while controls and (controls[0].at_seq or 0) < committed:
+            controls.popleft()
+
     async def _on_event(self, msg: Msg) -> None:
         try:
             event = decode(AsrEvent, msg.data)
@@ -221,14 +291,15 @@ class AsrStream:
             return  # a former owner that is not quite dead: its output no longer counts
         if event.kind == "heartbeat":
             self.last_heartbeat = time.monotonic()
-            self.acked = max(self.acked, event.frames)
-            while self._replay and self._replay[0][0] < self.acked and not self._homeless:
-                self._replay.popleft()
+            self.received = max(self.received, event.frames)
+            if event.committed_seq > self.committed:
+                self.committed = event.committed_seq
+                self._prune()
         elif event.kind == "transcript" and event.transcript is not None:
             self.last_heartbeat = time.monotonic()
             await self.on_transcript(event.transcript)
         elif event.kind == "error":
-            logger.warning("asr stream {}: {}", self.stream_id, event.error)
+            logger.info("asr stream {}: {}", self.stream_id, event.error)
             if self.on_error is not None:
                 await self.on_error(event.error or "")
         elif event.kind == "closed" and not self._closed:
@@ -240,6 +311,3 @@ class AsrStream:
                 event.error,
             )
             self._reopen_now.set()
-
-
-_LINGER: set[asyncio.Task[None]] = set()

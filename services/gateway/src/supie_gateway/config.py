@@ -1,16 +1,65 @@
-"""Settings of the gateway process."""
+"""Settings of the gateway process.
+
+The gateway reads a few keys of the ``asr`` and ``workflow`` sections; it validates only those
+(views that ignore the rest), so that a bad ``asr.beam_size`` stops the asr service that reads
+it, not the gateway. Each service validates its own section in full.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
-from supie_common.settings import MeetingSection, ServerSection, SupieSettings
+from typing import Any
 
-__all__ = ["GatewaySettings"]
+from pydantic import BaseModel, ConfigDict, Field
+from supie_common.settings import (
+    AsrSection,
+    MeetingSection,
+    ServerSection,
+    SupieSettings,
+    WorkflowSection,
+)
+
+__all__ = ["AsrView", "GatewaySettings", "WorkflowView"]
+
+
+def _default(section: type[BaseModel], key: str) -> Any:
+    return section.model_fields[key].default
+
+
+class AsrView(BaseModel):
+    """``asr``: what the gateway's ASR link reads."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    language: str | None = Field(default=_default(AsrSection, "language"))
+    heartbeat_timeout_ms: int = Field(
+        default=_default(AsrSection, "heartbeat_timeout_ms"),
+        ge=200,
+        description="re-open a stream after this without a heartbeat from its owner",
+    )
+    replay_s: float = Field(
+        default=_default(AsrSection, "replay_s"),
+        ge=0,
+        description="audio kept (from the owner's committed_seq) for a re-open",
+    )
+
+
+class WorkflowView(BaseModel):
+    """``workflow``: the device -> group mapping (presence and events carry the group)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    device_groups: dict[str, str] = Field(default_factory=dict)
+
+    def group_of(self, device_id: str) -> str:
+        """The same rule as :meth:`WorkflowSection.group_of`."""
+        return WorkflowSection(device_groups=self.device_groups).group_of(device_id)
 
 
 class GatewaySettings(SupieSettings):
     server: ServerSection = Field(default_factory=ServerSection)
     meeting: MeetingSection = Field(default_factory=MeetingSection)
+    asr: AsrView = Field(default_factory=AsrView)
+    workflow: WorkflowView = Field(default_factory=WorkflowView)
     services: list[str] = Field(
         default_factory=lambda: ["gateway", "asr", "meeting", "webhook"],
         description="services /healthz expects to answer",

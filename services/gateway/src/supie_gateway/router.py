@@ -1,40 +1,58 @@
-"""Mode routing, in one place (SPEC §2): a pure function from (connection mode, final
-transcript) to what happens next. Table-tested in ``tests/test_router.py``."""
+"""Mode routing, in one place (SPEC §2): a pure function from (mode, final transcript) to what
+happens next. Table-tested in ``tests/test_router.py``; run by :mod:`.transcripts` for every
+final, on whichever gateway replica takes it from JetStream.
+
+- any mode: a mode-switch command ("进入工作模式", "working mode") switches (announced first);
+- meeting: to the meeting service (request/reply), never to chat; a finalize command announces
+  itself (``MeetingCommandNotice``) and finalizes; ``stt`` echo only if ``meeting.disable_tts``
+  is false;
+- working: the ``stt`` line, then to the workflow service's intent recognition;
+- coding: to the coding service;
+- otherwise: back to the badge as ``stt``.
+ASR utterances also get the ``audio``/``transcription`` push. Partial hypotheses are shown as
+``stt`` with ``partial:true`` (outside meetings) and never acted on.
+"""
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
 
-from supie_common.contracts import Subjects, Transcript
+from pydantic import BaseModel
+from supie_common.contracts import Mode, Subjects, Transcript
+from supie_common.contracts.device import AudioTranscription, MeetingCommandNotice, Stt
+
+from .voice import VoiceCommand, parse_voice_command
 
 __all__ = [
-    "Publish",
-    "ToDevice",
-    "SwitchMode",
-    "FinalizeMeeting",
     "Action",
+    "CommandParser",
+    "FinalizeMeeting",
+    "Forward",
+    "SwitchMode",
+    "ToDevice",
     "route_transcript",
-    "is_working_mode_shortcut",
-    "is_finalize_keyword",
 ]
 
 
 @dataclass(frozen=True)
-class Publish:
+class ToDevice:
+    """A frame for the badge (``device.<dev>.out``)."""
+
+    message: BaseModel
+
+
+@dataclass(frozen=True)
+class Forward:
+    """A request to the owning service; its reply frames go to the badge."""
+
     subject: str
     transcript: Transcript
 
 
 @dataclass(frozen=True)
-class ToDevice:
-    message: dict[str, Any] = field(hash=False)
-
-
-@dataclass(frozen=True)
 class SwitchMode:
-    mode: str
+    mode: Mode
 
 
 @dataclass(frozen=True)
@@ -42,105 +60,67 @@ class FinalizeMeeting:
     source: str = "voice"
 
 
-Action = Publish | ToDevice | SwitchMode | FinalizeMeeting
-
-_WORKING_SHORTCUTS = (
-    "进入工作模式",
-    "切换到工作模式",
-    "工作模式",
-    "working mode",
-    "enter working mode",
-    "switch to working mode",
-    "start working mode",
-)
-_FINALIZE_KEYWORDS = (
-    "结束会议",
-    "停止录制",
-    "开始总结",
-    "出个纪要",
-    "生成纪要",
-    "结束一下会议",
-    "结束本次会议",
-    "finalize meeting",
-    "finalise meeting",
-    "stop recording",
-    "start summary",
-    "make a summary",
-    "generate minutes",
-    "end the meeting",
-    "end meeting",
-)
-_PUNCT = re.compile(r"[\s,.!?;:，。！？；：、\"'“”‘’]+")
+Action = ToDevice | Forward | SwitchMode | FinalizeMeeting
+CommandParser = Callable[[str, Mode | None], VoiceCommand | None]
 
 
-def _norm(text: str) -> str:
-    return _PUNCT.sub(" ", text.lower()).strip()
-
-
-def is_working_mode_shortcut(text: str) -> bool:
-    norm = _norm(text)
-    return any(k in norm for k in _WORKING_SHORTCUTS)
-
-
-def is_finalize_keyword(text: str) -> bool:
-    norm = _norm(text)
-    return any(k in norm for k in _FINALIZE_KEYWORDS)
-
-
-def _stt(t: Transcript, **extra: Any) -> ToDevice:
-    return ToDevice({"type": "stt", "text": t.text, "session_id": t.session_id, **extra})
-
-
-def _transcription(t: Transcript) -> ToDevice:
-    return ToDevice(
-        {
-            "type": "audio",
-            "event": "transcription",
-            "text": t.text,
-            "ts": t.ts_ms,
-            "session_id": t.session_id,
-        }
-    )
+def _stt(t: Transcript, **extra: object) -> ToDevice:
+    return ToDevice(Stt.model_validate({"text": t.text, "session_id": t.session_id, **extra}))
 
 
 def route_transcript(
-    mode: str | None, t: Transcript, *, meeting_disable_tts: bool = True
+    mode: Mode | None,
+    t: Transcript,
+    *,
+    meeting_disable_tts: bool = True,
+    commands: CommandParser = parse_voice_command,
 ) -> list[Action]:
-    """What to do with one transcript (final ASR utterance or typed text) in ``mode``.
-
-    - any mode: "进入工作模式" / "working mode" switches to working mode (no echo to chat);
-    - meeting: to the meeting service, never to chat; finalize keywords finalize; ``stt`` echo
-      only when ``meeting.disable_tts`` is false;
-    - working: to intent recognition (never dropped) plus the ``stt`` line;
-    - coding: to the coding service;
-    - otherwise: back to the device as ``stt``.
-    ASR utterances also get the ``audio``/``transcription`` push. Partial hypotheses (when the
-    asr service sends them) are only shown as ``stt`` with ``partial:true``, outside meetings.
-    """
+    """What to do with one transcript (an ASR utterance or typed text) in ``mode``."""
     text = t.text.strip()
     if not text:
         return []
-    if t.kind == "partial":  # a hypothesis while speaking: shown, never acted on
+    if t.kind == "partial":
         return [] if mode == "meeting" else [_stt(t, partial=True)]
     actions: list[Action] = []
     if t.source == "asr":
-        actions.append(_transcription(t))
-    if mode != "working" and is_working_mode_shortcut(text):
-        actions.append(_stt(t, intent="mode_switch", target_mode="working"))
-        actions.append(SwitchMode("working"))
+        actions.append(
+            ToDevice(AudioTranscription(text=t.text, ts=t.ts_ms, session_id=t.session_id))
+        )
+    command = commands(text, mode)
+    if command is not None and command.intent == "mode_switch" and command.target_mode != mode:
+        target = command.target_mode
+        assert target is not None
+        if mode == "meeting":
+            actions.append(
+                ToDevice(
+                    MeetingCommandNotice(
+                        intent="mode_switch",
+                        text=text,
+                        target_mode=target,
+                        session_id=t.meeting_id,
+                    )
+                )
+            )
+        actions.append(_stt(t, intent="mode_switch", target_mode=target))
+        actions.append(SwitchMode(target))
         return actions
     if mode == "meeting":
-        if is_finalize_keyword(text):
-            actions.append(FinalizeMeeting("voice"))
+        if command is not None and command.intent == "finalize":
+            actions.append(
+                ToDevice(
+                    MeetingCommandNotice(intent="finalize", text=text, session_id=t.meeting_id)
+                )
+            )
+            actions.append(FinalizeMeeting("voice" if t.source == "asr" else "text"))
             return actions
-        actions.append(Publish(Subjects.MEETING_TRANSCRIPT, t))
+        actions.append(Forward(Subjects.MEETING_TRANSCRIPT, t))
         if not meeting_disable_tts:
             actions.append(_stt(t))
     elif mode == "working":
         actions.append(_stt(t))
-        actions.append(Publish(Subjects.WORKFLOW_INTENT, t))
+        actions.append(Forward(Subjects.WORKFLOW_INTENT, t))
     elif mode == "coding":
-        actions.append(Publish(Subjects.CODING_TEXT, t))
+        actions.append(Forward(Subjects.CODING_TEXT, t))
     else:
         actions.append(_stt(t))
     return actions
