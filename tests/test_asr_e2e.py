@@ -139,10 +139,13 @@ async def collect_stt(
 
 @pytest.mark.timeout(240)
 async def test_a_chinese_and_an_english_badge_on_one_stack(
-    gateway: Any, spawn_service: Any, nc: NATS, shared_models: Path
+    make_gateway: Any, spawn_service: Any, nc: NATS, shared_models: Path
 ) -> None:
-    """asr.language zh for the process, one device prefix English: both talk at once."""
+    """asr.language zh, one device prefix English (the same config for gateway and asr, as one
+    config file gives them): both talk at once, each stream opened in its language."""
     from supie_common.text import to_simplified
+
+    gateway = await make_gateway(asr={"language": "zh", "device_languages": {"e0:": "en"}})
 
     proc = spawn_service(
         "supie_asr",
@@ -173,8 +176,8 @@ async def test_a_chinese_and_an_english_badge_on_one_stack(
     )
     # both sockets fully handled before the gateway's teardown drains it
     deadline = time.monotonic() + 30
-    while gateway.service.hub.connections:
-        assert time.monotonic() < deadline, list(gateway.service.hub.connections)
+    while gateway.service.connections:
+        assert time.monotonic() < deadline, list(gateway.service.connections)
         await asyncio.sleep(0.1)
     zh_text = " ".join(m["text"] for m in zh_stt)
     en_text = " ".join(m["text"] for m in en_stt)

@@ -38,6 +38,10 @@ class Client:
         self.changed = asyncio.Event()
 
     async def on_transcript(self, t: Transcript) -> None:
+        # A re-transcribed utterance (replayed after a fail-over from the last committed_seq
+        # the gateway heard of) keeps its utterance id: downstream keeps the first, so do we.
+        if t.kind == "final" and any(f.utterance_id == t.utterance_id for f in self.finals):
+            return
         self.finals.append(t)
         self.changed.set()
 

@@ -374,3 +374,17 @@ async def test_group_key_follows_the_workflow_config(make_gateway, nc) -> None:
         await eventually(lambda: [h for h in got if h.device_id == device], 5)
     await sub.unsubscribe()
     assert [h.group_key for h in got if h.device_id == device] == ["team-x"]
+
+
+async def test_streams_open_in_the_language_of_their_device(make_gateway, stack: Stack) -> None:
+    """asr.device_languages (exact id, else the longest prefix) beats asr.language."""
+    gateway = await make_gateway(
+        asr={"language": "en", "device_languages": {"zz:": "zh", "zz:01:": "auto"}}
+    )
+    devices = {"zz:00:00:00:00:01": "zh", "zz:01:00:00:00:02": "auto", dev_id(): "en"}
+    for device, language in devices.items():
+        async with DeviceClient(gateway.ws_url, device) as dev:
+            await dev.hello()
+            await dev.listen("start", mode="auto")
+            stream = await eventually(lambda d=device: stack.asr.stream_of(d), what=device)
+            assert stack.asr.requests[stream].language == language, device

@@ -4,6 +4,7 @@ supie up [--ws-port 8004] [--http-port 8003] [--data-dir ./data] [--config confi
          [--nats-port N] [--valkey-port N] [--ready-timeout 300]
 supie gateway|asr|meeting|webhook [service args...]
 supie device --url ws://127.0.0.1:8004/supie/v1/ [--wav f.wav] [--mode meeting] [--send JSON]
+supie coding pipe --device <id> [--url ws://...] [-- COMMAND...]   (or: CMD | supie coding pipe)
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ def _run_service(name: str, args: list[str]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:2] == ["coding", "pipe"]:  # before the services: `supie coding` runs the service
+        from .coding_pipe import run_pipe
+
+        raise SystemExit(run_pipe(argv[2:]))
     if argv and argv[0] in SERVICES:
         _run_service(argv[0], argv[1:])
         return

@@ -141,6 +141,11 @@ class Service(Generic[S]):
         redis_down_since: float | None = None
         while True:
             await asyncio.sleep(1.0)
+            if self.stopping:
+                # A cancellation swallowed on the way (asyncio.wait_for on Python 3.11 can, when
+                # the ping completes at the same moment; a client may turn it into an error)
+                # must still end this loop, or stop() waits for it forever.
+                raise asyncio.CancelledError
             now = time.monotonic()
             if self.nc.is_connected:
                 nats_down_since = None

@@ -28,6 +28,7 @@ __all__ = [
     "DispatcherSection",
     "Section",
     "WorkflowSection",
+    "pick_language",
     "secret_value",
     "NatsSection",
     "RedisSection",
@@ -385,16 +386,21 @@ class AsrSection(Section):
         return model.rstrip("/").endswith(".en")
 
     def language_for(self, device_id: str) -> str:
-        """The language of a device's streams: ``device_languages`` (exact id, else the longest
-        matching id prefix, case-insensitive), else ``language``. May be ``auto``."""
-        key = device_id.lower()
-        if key in self.device_languages:
-            return self.device_languages[key]
-        best = ""
-        for prefix in self.device_languages:
-            if key.startswith(prefix) and len(prefix) > len(best):
-                best = prefix
-        return self.device_languages[best] if best else self.language
+        """The language of a device's streams (see :func:`pick_language`). May be ``auto``."""
+        return pick_language(self.device_languages, self.language, device_id)
+
+
+def pick_language(device_languages: dict[str, str], default: str, device_id: str) -> str:
+    """``device_languages`` (lower-case keys: an exact id, else the longest matching id prefix),
+    else ``default``."""
+    key = device_id.lower()
+    if key in device_languages:
+        return device_languages[key]
+    best = ""
+    for prefix in device_languages:
+        if key.startswith(prefix) and len(prefix) > len(best):
+            best = prefix
+    return device_languages[best] if best else default
 
 
 class WebhookEndpoint(Section):

@@ -16,6 +16,7 @@ from supie_common.settings import (
     ServerSection,
     SupieSettings,
     WorkflowSection,
+    pick_language,
 )
 
 __all__ = ["AsrView", "GatewaySettings", "WorkflowView"]
@@ -30,7 +31,8 @@ class AsrView(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    language: str | None = Field(default=_default(AsrSection, "language"))
+    language: str | None = Field(default=_default(AsrSection, "language"), description="null: auto")
+    device_languages: dict[str, str] = Field(default_factory=dict)
     heartbeat_timeout_ms: int = Field(
         default=_default(AsrSection, "heartbeat_timeout_ms"),
         ge=200,
@@ -41,6 +43,12 @@ class AsrView(BaseModel):
         ge=0,
         description="audio kept (from the owner's committed_seq) for a re-open",
     )
+
+    def language_for(self, device_id: str) -> str:
+        """The same rule as :meth:`AsrSection.language_for` (the asr service validates the
+        codes; an unknown one is refused there, at start)."""
+        lowered = {k.lower(): v.strip().lower() for k, v in self.device_languages.items()}
+        return pick_language(lowered, (self.language or "auto").strip().lower(), device_id)
 
 
 class WorkflowView(BaseModel):

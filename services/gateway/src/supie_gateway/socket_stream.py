@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 
-from loguru import logger
 from pydantic import BaseModel
 from supie_common.contracts import AsrOpenRequest, ErrorCode, ListenMode, Transcript
 from supie_common.contracts.device import ErrorMessage, Stt
@@ -16,7 +15,6 @@ from .context import ConnectionContext
 from .language import stream_language
 from .outbox import Outbox
 from .session import DeviceSession
-from .transcripts import publish_transcript
 
 __all__ = ["BAD_AUDIO_EVERY_S", "SocketStream"]
 
@@ -92,15 +90,9 @@ class SocketStream:
             if s.mode != "meeting" and t.text.strip():
                 await self.outbox.send(Stt(text=t.text, session_id=s.session_id, partial=True))
             return
-        # A final on the events subject (asr before it published to JetStream itself): put it
-        # on the durable path. The utterance id makes a second copy a no-op.
+        # A final: asr publishes it to JetStream itself (the router takes it from there); the
+        # live copy on the events subject only tells this socket someone spoke (idle timer).
         s.touch_voice()
-        if t.mode is None and t.meeting_id is None:
-            t = t.model_copy(update={"mode": s.mode, "meeting_id": s.active_meeting})
-        try:
-            await publish_transcript(self.ctx.js, t, self.ctx.settings().nats.request_timeout_s)
-        except Exception as exc:
-            logger.warning("device {}: final not stored: {}", s.device_id, exc)
 
     async def _on_error(self, message: str) -> None:
         now = time.monotonic()
