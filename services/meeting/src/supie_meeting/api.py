@@ -8,7 +8,7 @@ stop early (``truncated:true``, ``nextOffset``) rather than grow past the payloa
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from supie_common.contracts import ApiReply, MeetingApiRequest, new_id
 
@@ -17,7 +17,14 @@ from .finalize import Finalizer
 from .reader import ArchiveReader, NotFound
 from .state import MeetingState
 
-__all__ = ["API_SUMMARY_WAIT_S", "BadParam", "MeetingApi", "int_param"]
+__all__ = [
+    "API_SUMMARY_WAIT_S",
+    "BadParam",
+    "ConsoleOps",
+    "MeetingApi",
+    "int_param",
+    "session_id_param",
+]
 
 API_SUMMARY_WAIT_S = 3.0  # an HTTP finalize waits this long for the summary, then answers 202
 
@@ -57,7 +64,7 @@ def int_param(
     return value
 
 
-def _session_id(params: dict[str, Any]) -> str:
+def session_id_param(params: dict[str, Any]) -> str:
     sid = params.get("sessionId")
     if sid is None or sid == "":
         raise BadParam("sessionId: required")
@@ -66,9 +73,16 @@ def _session_id(params: dict[str, Any]) -> str:
     return str(sid)
 
 
+class ConsoleOps(Protocol):
+    """The console's operations (``console_api.ConsoleApi``), answered after the core ones."""
+
+    async def handle(self, op: str, params: dict[str, Any]) -> ApiReply: ...
+
+
 class MeetingApi:
     """``recent``, ``detail``, ``transcript`` (pages bounded by ``max_bytes`` as well as by
-    ``limit``) and ``finalize`` (by ``sessionId`` or ``deviceId``)."""
+    ``limit``) and ``finalize`` (by ``sessionId`` or ``deviceId``); the console's operations
+    (``console_ops``) besides."""
 
     def __init__(
         self,
@@ -76,7 +90,9 @@ class MeetingApi:
         finalizer: Finalizer,
         state: MeetingState,
         max_bytes: Callable[[], int],
+        console_ops: tuple[frozenset[str], ConsoleOps] | None = None,
     ) -> None:
+        self.console_ops = console_ops
         self.reader = reader
         self.finalizer = finalizer
         self.state = state
@@ -92,6 +108,8 @@ class MeetingApi:
                 return await self._transcript(req.params)
             if req.op == "finalize":
                 return await self._finalize(req.params)
+            if self.console_ops is not None and req.op in self.console_ops[0]:
+                return await self.console_ops[1].handle(req.op, req.params)
             return ApiReply(status=400, success=False, error=f"op: unknown operation {req.op!r}")
         except BadParam as exc:
             return ApiReply(status=400, success=False, error=str(exc))
@@ -109,13 +127,13 @@ class MeetingApi:
         return ApiReply(data=await self.reader.recent(limit, device or None, from_ts, to_ts))
 
     async def _detail(self, params: dict[str, Any]) -> ApiReply:
-        sid = _session_id(params)
+        sid = session_id_param(params)
         preview = int_param(params, "preview", 5, low=1, high=20, clamp=True)
         assert preview is not None
         return ApiReply(data=await self.reader.detail(sid, preview))
 
     async def _transcript(self, params: dict[str, Any]) -> ApiReply:
-        sid = _session_id(params)
+        sid = session_id_param(params)
         offset = int_param(params, "offset", 0, low=0)
         limit = int_param(params, "limit", 100, low=1, high=500)
         assert offset is not None and limit is not None
@@ -126,7 +144,7 @@ class MeetingApi:
         sid = params.get("sessionId")
         device = params.get("deviceId")
         if sid:
-            sid = _session_id(params)
+            sid = session_id_param(params)
         elif isinstance(device, str) and device:
             sid = await self.state.device_meeting(device)
             if not sid:

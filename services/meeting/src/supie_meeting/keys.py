@@ -30,6 +30,7 @@ class MeetingKeys:
     """Keys of one meeting (tag ``{m:<id>}``) and the two global ones."""
 
     ACTIVE = f"{_P}s:active"  # zset: meetings not yet finalized -> when they were registered
+    SPEAKERS = f"{_P}s:speakers"  # hash: speaker id -> label, for every meeting (console)
     INDEX_LOCK = K.lock("meeting-index")  # serialises index.json updates (files archive)
 
     @staticmethod
@@ -71,6 +72,11 @@ class MeetingKeys:
     def lease(m: str) -> str:
         """The timer lease: the replica holding it runs the meeting's pushes and checks."""
         return f"{_m(m)}:lease"
+
+    @staticmethod
+    def speakers(m: str) -> str:
+        """Hash: speaker id -> label in this meeting (console renames; outlives the meeting)."""
+        return f"{_m(m)}:speakers"
 
     @staticmethod
     def all_of(m: str) -> list[str]:

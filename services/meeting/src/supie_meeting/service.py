@@ -38,6 +38,7 @@ from supie_common.contracts import (
     MeetingApiRequest,
     MeetingControl,
     MeetingControlReply,
+    MeetingFinalized,
     MeetingStateChanged,
     Queues,
     Subjects,
@@ -54,12 +55,14 @@ from .api import MeetingApi
 from .archive import ArchiveStore
 from .archive_files import FileArchive
 from .config import MeetingSettings
+from .console_api import CONSOLE_OPS, ConsoleApi
 from .finalize import Finalizer
 from .intake import Intake
 from .lifecycle import Lifecycle
 from .outbox import Outbox
 from .reader import ArchiveReader
 from .scanner import index_lock, scan_once
+from .search import SYNC_EVERY_S, IndexedArchive, SearchIndex
 from .state import MeetingState
 from .summarizer import Summarizer
 from .timers import MeetingTimers
@@ -117,10 +120,13 @@ class MeetingService(Service[MeetingSettings]):
         js = self.nc.jetstream()
         await ensure_events_stream(js)
         self.outbox = Outbox(self.nc, js)
-        self.archive = build_archive(self.settings, redis)
-        removed = await self.archive.clean_leftovers()
+        store = build_archive(self.settings, redis)
+        removed = await store.clean_leftovers()
         if removed:
             logger.info("archive: removed {} leftovers of interrupted writes", removed)
+        self.search = SearchIndex(Path(self.settings.data_dir) / "search", store)
+        await self.search.open()
+        self.archive = IndexedArchive(store, self.search)
         self.reader = ArchiveReader(self.archive)
         self.finalizer = Finalizer(
             state=self.state,
@@ -150,7 +156,20 @@ class MeetingService(Service[MeetingSettings]):
             timers=self.timers,
             config=self._config,
         )
-        self.api = MeetingApi(self.reader, self.finalizer, self.state, lambda: self.outbox.budget)
+        console = ConsoleApi(
+            reader=self.reader,
+            state=self.state,
+            redis=redis,
+            index=self.search,
+            max_bytes=lambda: self.outbox.budget,
+        )
+        self.api = MeetingApi(
+            self.reader,
+            self.finalizer,
+            self.state,
+            lambda: self.outbox.budget,
+            console_ops=(CONSOLE_OPS, console),
+        )
         q = Queues.MEETING
         for subject, cb in (
             (Subjects.MEETING_CONTROL, self._on_control),
@@ -164,6 +183,9 @@ class MeetingService(Service[MeetingSettings]):
         await self.nc.subscribe(Subjects.DEVICE_DELIVERED, queue=q, cb=self._on_delivered)
         # Every replica: its own timers stop at once, its API waits wake up.
         await self.nc.subscribe(Subjects.MEETING_STATE_CHANGED, cb=self._on_state_changed)
+        # Every replica keeps its own search index: meetings archived elsewhere are added too.
+        await self.nc.subscribe(Subjects.MEETING_FINALIZED, cb=self._on_finalized)
+        self.spawn(self._search_sync(), "meeting-search-sync", critical=True)
         self.spawn(self._scanner(), "meeting-scanner", critical=True)
         self.spawn(self._sweeper(), "meeting-orphan-sweep", critical=True)
 
@@ -181,6 +203,11 @@ class MeetingService(Service[MeetingSettings]):
             await self.timers.release_all()
             await self.finalizer.stop()
         await self.summarizer.clients.clear()
+
+    async def stop(self) -> None:
+        await super().stop()
+        if hasattr(self, "search"):  # after every task that might still use it
+            await self.search.close()
 
     async def on_config(self, old: MeetingSettings, new: MeetingSettings, keys: list[str]) -> None:
         await self.summarizer.reload(new)
@@ -321,7 +348,25 @@ class MeetingService(Service[MeetingSettings]):
         if ev.status == "finalized":
             self.finalizer.finished(ev.meeting_id)
 
+    async def _on_finalized(self, msg: Msg) -> None:
+        ev = parse(MeetingFinalized, msg)
+        if ev is None or self.search.has_recent(ev.session_id):
+            return
+        try:
+            await self.search.add_from_archive(ev.session_id)
+        except Exception as exc:  # the periodic sync catches up
+            logger.warning("search index: {} not added: {}", ev.session_id, exc)
+
     # -- background ----------------------------------------------------------------------------
+    async def _search_sync(self) -> None:
+        """Catch up with the archive at start (off the start path), then now and then."""
+        while True:
+            try:
+                await self.search.sync()
+            except Exception as exc:
+                logger.warning("search index sync failed: {}", exc)
+            await asyncio.sleep(SYNC_EVERY_S)
+
     async def _scanner(self) -> None:
         while True:
             await asyncio.sleep(self.settings.meeting.scan_interval_ms / 1000)
