@@ -3,21 +3,25 @@
 PYTHON ?= python3
 UV := $(shell command -v uv 2>/dev/null || echo "$(PYTHON) -m uv")
 
-.PHONY: setup run test test-slow lint format bench compose-test
+.PHONY: setup test-deps run test test-slow lint format bench compose-test
 
 setup:
 	@command -v uv >/dev/null 2>&1 || $(PYTHON) -m uv --version >/dev/null 2>&1 || \
 		$(PYTHON) -m pip install --quiet uv
 	$(UV) sync --frozen
 
+# Debian's chromium and fonts-noto-cjk for the console's browser tests (when missing and root).
+test-deps:
+	bash scripts/test-deps.sh
+
 run: setup
 	$(UV) run supie up
 
-test: setup
+test: setup test-deps
 	$(UV) run pytest -m "not slow"
 
 # The long end-to-end suites (crash matrix, outages, multi-host): CI runs them after `make test`.
-test-slow: setup
+test-slow: setup test-deps
 	$(UV) run pytest -m slow
 
 lint: setup

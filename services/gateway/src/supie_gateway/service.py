@@ -31,6 +31,9 @@ from .ws_server import DeviceServer
 __all__ = ["GatewayService", "is_loopback"]
 
 
+HTTP_SHUTDOWN_S = 3  # open HTTP connections get this long to finish at shutdown
+
+
 class _EmbeddedUvicorn(uvicorn.Server):
     """uvicorn without its own signal handling: the gateway process owns SIGTERM."""
 
@@ -63,6 +66,7 @@ class GatewayService(Service[GatewaySettings]):
         self.router: TranscriptRouter | None = None
         self.ws_server: Server | None = None
         self.http_server: _EmbeddedUvicorn | None = None
+        self._http_done = asyncio.Event()
         server = settings.server
         self.rate_limiter = RateLimiter(server.api_rate_limit, server.api_rate_burst)
         self.ws_port = server.ws_port
@@ -115,6 +119,7 @@ class GatewayService(Service[GatewaySettings]):
             metrics=self.metrics,
             limiter=self.rate_limiter,
             ws_port=lambda: self.ws_port,
+            stopping=lambda: self.stopping,
         )
         app = BodyLimits(
             build_app(http_ctx),
@@ -131,6 +136,7 @@ class GatewayService(Service[GatewaySettings]):
             http=guarded_http_protocol(lambda: self.settings.server.http_header_timeout_s),
             timeout_keep_alive=int(max(1, server.http_keepalive_s)),
             h11_max_incomplete_event_size=16 * 1024,
+            timeout_graceful_shutdown=HTTP_SHUTDOWN_S,
         )
         self.http_server = _EmbeddedUvicorn(config)
         http_task = self.spawn(self._serve_http(self.http_server), "http", critical=True)
@@ -158,7 +164,10 @@ class GatewayService(Service[GatewaySettings]):
 
     async def _serve_http(self, server: _EmbeddedUvicorn) -> None:
         """A critical task: the HTTP port stopping by itself takes the process down."""
-        await server.serve()
+        try:
+            await server.serve()
+        finally:
+            self._http_done.set()
         if not self.stopping:
             raise RuntimeError("the HTTP server stopped")
         await asyncio.Event().wait()  # stopping: wait to be cancelled, quietly
@@ -176,6 +185,12 @@ class GatewayService(Service[GatewaySettings]):
             await self.router.stop()
         if self.http_server is not None:
             self.http_server.should_exit = True
+            # Let uvicorn close its listening socket and its streams (console live views end
+            # within a tick once stopping): cancelled mid-way, the port would stay bound.
+            try:
+                await asyncio.wait_for(self._http_done.wait(), HTTP_SHUTDOWN_S + 1)
+            except TimeoutError:
+                logger.warning("the HTTP server did not stop within {} s", HTTP_SHUTDOWN_S + 1)
         if self.registry is not None:
             await self.registry.stop()
 

@@ -2,7 +2,8 @@
 
 - ``search {q?, deviceId?, fromTs?, toTs?, limit?, offset?}``: the search index;
 - ``active``: meetings in progress (device, started, status, segments so far), from Redis;
-- ``live {sessionId, offset?, limit?}``: an active meeting's transcript so far;
+- ``live {sessionId, offset?, limit?}``: an active meeting's transcript so far (``status``
+  ``archived`` and no items for one finalized long ago);
 - ``export {sessionId, format}``: a finalized meeting as md / txt / vtt / json (a text body);
 - ``speakers {sessionId}`` and ``rename_speaker {sessionId, speakerId, label, scope?}``.
 
@@ -135,7 +136,23 @@ class ConsoleApi:
         assert offset is not None and limit is not None
         meta = await self.state.meta(sid)
         if meta is None:
-            return ApiReply(status=404, success=False, error="no live state for this meeting")
+            # No live state (finalized a while ago): say so, so the page asks the archive
+            # without a failed request first.
+            main = await self.reader.store.read_main(sid)
+            if main is None:
+                return ApiReply(status=404, success=False, error="meeting not found")
+            return ApiReply(
+                data={
+                    "sessionId": sid,
+                    "deviceId": main.device_id,
+                    "status": "archived",
+                    "startedAt": main.started_at,
+                    "items": [],
+                    "total": main.total_segments,
+                    "offset": offset,
+                    "nextOffset": None,
+                }
+            )
         total = await self.state.segment_count(sid)
         budget = self.max_bytes() - 1024
         items: list[dict[str, Any]] = []

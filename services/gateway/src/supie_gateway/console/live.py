@@ -250,7 +250,7 @@ def live_router(ctx: HttpContext) -> APIRouter:
 
     def stopping() -> bool:
         nc = ctx.nc
-        return nc.is_closed or nc.is_draining
+        return ctx.stopping() or nc.is_closed or nc.is_draining
 
     async def run(stream: LiveStream) -> AsyncIterator[str]:
         # Subscriptions are made here, inside the body, so that whatever ends the response

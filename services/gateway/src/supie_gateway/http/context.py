@@ -23,3 +23,4 @@ class HttpContext:
     metrics: GatewayMetrics
     limiter: RateLimiter
     ws_port: Callable[[], int]
+    stopping: Callable[[], bool] = lambda: False  # the process is shutting down (ends streams)
