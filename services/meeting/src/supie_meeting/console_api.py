@@ -23,7 +23,7 @@ from .export import EXPORT_FORMATS, render_export
 from .keys import MeetingKeys
 from .models import MeetingMeta, Segment
 from .reader import ArchiveReader
-from .search import MAX_QUERY_CHARS, SearchIndex, SearchQuery
+from .search import COUNT_CAP, MAX_QUERY_CHARS, SearchIndex, SearchQuery
 from .speakers import MAX_LABEL_CHARS, MAX_SPEAKER_ID_CHARS, SpeakerLabels
 from .state import MeetingState
 
@@ -95,6 +95,7 @@ class ConsoleApi:
         data = {
             "items": [h.as_json() for h in hits],
             "total": total,
+            "totalCapped": bool(q.strip()) and total >= COUNT_CAP,  # matches: "1000+"
             "offset": offset,
             "limit": limit,
             "q": q,

@@ -45,6 +45,7 @@ from .archive import ArchiveStore
 from .models import ArchivedMeeting, IndexEntry, Segment, Shard
 
 __all__ = [
+    "COUNT_CAP",
     "MAX_QUERY_CHARS",
     "SYNC_EVERY_S",
     "IndexedArchive",
@@ -59,8 +60,11 @@ __all__ = [
 SYNC_EVERY_S = 600.0
 MAX_QUERY_CHARS = 200
 MAX_TERMS = 12
+PREFIX_MIN_CHARS = 3  # shorter Latin terms match whole words only
 SNIPPET_CHARS = 120
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
+TIE_SLOTS = 1024  # meetings ending in the same millisecond
+COUNT_CAP = 1000  # totals are counted up to this ("1000+")
 _MAX_SLOTS = 64
 _RECENT_KEEP = 1000
 _CJK = "\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\u3040-\u30ff\uac00-\ud7af"
@@ -68,6 +72,9 @@ _CJK_CHAR = re.compile(f"([{_CJK}])")
 _TERM = re.compile(f"[{_CJK}]+|[^\\W_]+", re.UNICODE)
 _IS_CJK = re.compile(f"^[{_CJK}]+$")
 
+# A meeting's row id orders it: ``ended_at * 1024`` plus a tie-breaker, so "most recent first"
+# is the FTS5 index's own reverse rowid order (a LIMIT stops early, even for a word every
+# meeting has) and a time range is a rowid range. Texts live apart from the listing columns.
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS meetings(
@@ -79,11 +86,13 @@ CREATE TABLE IF NOT EXISTS meetings(
     duration_ms INTEGER NOT NULL,
     title TEXT NOT NULL,
     bullets INTEGER NOT NULL,
-    segments INTEGER NOT NULL,
+    segments INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS texts(
+    id INTEGER PRIMARY KEY,
     summary TEXT NOT NULL,
     transcript TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS meetings_ended ON meetings(ended_at);
 CREATE INDEX IF NOT EXISTS meetings_device ON meetings(device_id);
 CREATE VIRTUAL TABLE IF NOT EXISTS meetings_fts USING fts5(
     title, summary, transcript, content='', tokenize='unicode61 remove_diacritics 2'
@@ -104,15 +113,17 @@ def tokenize(text: str) -> str:
 
 def match_expression(query: str) -> str | None:
     """The FTS5 query of what a person typed: every term must match (AND); a run of Chinese
-    characters is a phrase of its characters, a Latin word a prefix. None when nothing is left
-    to search for (only punctuation)."""
+    characters is a phrase of its characters; a Latin word of three letters or more is a prefix,
+    a shorter one a whole word. None when nothing is left to search for (only punctuation)."""
     terms = _TERM.findall(fold(query[:MAX_QUERY_CHARS]))[:MAX_TERMS]
     parts = []
     for term in terms:
         if _IS_CJK.match(term):
             parts.append('"' + " ".join(term) + '"')
-        else:
+        elif len(term) >= PREFIX_MIN_CHARS:
             parts.append(f'"{term}"*')
+        else:  # a prefix of one or two characters would expand to a large part of the index
+            parts.append(f'"{term}"')
     return " AND ".join(parts) if parts else None
 
 
@@ -329,11 +340,12 @@ class SearchIndex:
                 self._delete_row(conn, main.session_id)
                 transcript = "\n".join(s.text for s in segments)
                 summary = _summary_text(main)
-                cur = conn.execute(
-                    "INSERT INTO meetings(session_id, device_id, started_at, ended_at,"
-                    " duration_ms, title, bullets, segments, summary, transcript)"
-                    " VALUES (?,?,?,?,?,?,?,?,?,?)",
+                rowid = self._free_rowid(conn, main.ended_at)
+                conn.execute(
+                    "INSERT INTO meetings(id, session_id, device_id, started_at, ended_at,"
+                    " duration_ms, title, bullets, segments) VALUES (?,?,?,?,?,?,?,?,?)",
                     (
+                        rowid,
                         main.session_id,
                         main.device_id.lower(),
                         main.started_at,
@@ -342,18 +354,15 @@ class SearchIndex:
                         main.summary.title,
                         len(main.summary.bullets),
                         main.total_segments,
-                        summary,
-                        transcript,
                     ),
                 )
                 conn.execute(
+                    "INSERT INTO texts(id, summary, transcript) VALUES (?,?,?)",
+                    (rowid, summary, transcript),
+                )
+                conn.execute(
                     "INSERT INTO meetings_fts(rowid, title, summary, transcript) VALUES (?,?,?,?)",
-                    (
-                        cur.lastrowid,
-                        tokenize(main.summary.title),
-                        tokenize(summary),
-                        tokenize(transcript),
-                    ),
+                    (rowid, tokenize(main.summary.title), tokenize(summary), tokenize(transcript)),
                 )
             conn.execute("COMMIT")
         except BaseException:
@@ -361,9 +370,28 @@ class SearchIndex:
             raise
 
     @staticmethod
+    def _free_rowid(conn: sqlite3.Connection, ended_at: int) -> int:
+        base = max(ended_at, 0) * TIE_SLOTS
+        row = conn.execute(
+            "SELECT max(id) FROM meetings WHERE id BETWEEN ? AND ?", (base, base + TIE_SLOTS - 1)
+        ).fetchone()
+        if row[0] is None:
+            return base
+        if row[0] + 1 < base + TIE_SLOTS:
+            return int(row[0]) + 1
+        taken = {r[0] for r in conn.execute(
+            "SELECT id FROM meetings WHERE id BETWEEN ? AND ?", (base, base + TIE_SLOTS - 1)
+        )}  # fmt: skip
+        free = next((i for i in range(base, base + TIE_SLOTS) if i not in taken), None)
+        if free is None:
+            raise sqlite3.IntegrityError(f"more than {TIE_SLOTS} meetings ended at {ended_at}")
+        return free
+
+    @staticmethod
     def _delete_row(conn: sqlite3.Connection, session_id: str) -> bool:
         row = conn.execute(
-            "SELECT id, title, summary, transcript FROM meetings WHERE session_id=?",
+            "SELECT m.id, m.title, t.summary, t.transcript FROM meetings m"
+            " JOIN texts t ON t.id = m.id WHERE m.session_id=?",
             (session_id,),
         ).fetchone()
         if row is None:
@@ -376,6 +404,7 @@ class SearchIndex:
             (rowid, tokenize(title), tokenize(summary), tokenize(transcript)),
         )
         conn.execute("DELETE FROM meetings WHERE id=?", (rowid,))
+        conn.execute("DELETE FROM texts WHERE id=?", (rowid,))
         return True
 
     async def remove(self, session_ids: Sequence[str]) -> int:
@@ -444,34 +473,54 @@ class SearchIndex:
         return await asyncio.get_running_loop().run_in_executor(self._reader, self._search, query)
 
     def _search(self, query: SearchQuery) -> tuple[list[SearchHit], int]:
+        """Ids first (in rowid order, stopping at the page), then the rows of that page."""
         conn = self._r
         assert conn is not None
-        where: list[str] = []
-        args: list[Any] = []
         expression = match_expression(query.q)
         if query.q.strip() and expression is None:
             return [], 0
-        if expression is not None:
-            where.append("m.id IN (SELECT rowid FROM meetings_fts WHERE meetings_fts MATCH ?)")
-            args.append(expression)
+        where: list[str] = []
+        args: list[Any] = []
+        if query.from_ts is not None:
+            where.append("{id} >= ?")
+            args.append(max(query.from_ts, 0) * TIE_SLOTS)
+        if query.to_ts is not None:
+            where.append("{id} <= ?")
+            args.append(max(query.to_ts, 0) * TIE_SLOTS + TIE_SLOTS - 1)
         if query.device_prefix:
             prefix = query.device_prefix.lower()
             where.append("substr(m.device_id, 1, ?) = ?")
             args += [len(prefix), prefix]
-        if query.from_ts is not None:
-            where.append("m.ended_at >= ?")
-            args.append(query.from_ts)
-        if query.to_ts is not None:
-            where.append("m.ended_at <= ?")
-            args.append(query.to_ts)
-        clause = (" WHERE " + " AND ".join(where)) if where else ""
-        total = int(conn.execute(f"SELECT count(*) FROM meetings m{clause}", args).fetchone()[0])
+        if expression is not None:
+            join = " JOIN meetings m ON m.id = f.rowid" if query.device_prefix else ""
+            clause = " AND ".join(
+                ["meetings_fts MATCH ?", *(w.format(id="f.rowid") for w in where)]
+            )
+            ids_sql = (
+                f"SELECT f.rowid FROM meetings_fts f{join} WHERE {clause} ORDER BY f.rowid DESC"
+            )
+            args = [expression, *args]
+        else:
+            clause = " AND ".join(w.format(id="m.id") for w in where)
+            ids_sql = "SELECT m.id FROM meetings m" + (f" WHERE {clause}" if clause else "")
+            ids_sql += " ORDER BY m.id DESC"
+        # Matches are counted up to COUNT_CAP (a word every meeting has would cost a full
+        # scan); a plain listing is counted exactly (a b-tree count).
+        cap = f" LIMIT {COUNT_CAP}" if expression is not None else ""
+        total = int(conn.execute(f"SELECT count(*) FROM ({ids_sql}{cap})", args).fetchone()[0])
+        page = [
+            r[0]
+            for r in conn.execute(f"{ids_sql} LIMIT ? OFFSET ?", [*args, query.limit, query.offset])
+        ]
+        if not page:
+            return [], total
+        marks = ",".join("?" * len(page))
         rows = conn.execute(
             "SELECT m.session_id, m.device_id, m.title, m.started_at, m.ended_at,"
-            " m.duration_ms, m.bullets, m.segments, m.summary, m.transcript"
-            f" FROM meetings m{clause} ORDER BY m.ended_at DESC, m.session_id DESC"
-            " LIMIT ? OFFSET ?",
-            [*args, query.limit, query.offset],
+            " m.duration_ms, m.bullets, m.segments, t.summary, t.transcript"
+            f" FROM meetings m JOIN texts t ON t.id = m.id WHERE m.id IN ({marks})"
+            " ORDER BY m.id DESC",
+            page,
         ).fetchall()
         hits = []
         for sid, device, title, started, ended, duration, bullets, segs, summary, text in rows:

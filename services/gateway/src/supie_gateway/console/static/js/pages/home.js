@@ -33,7 +33,7 @@ export function renderHome(view) {
       results.append(h("p", { class: "empty", text: `${t("search.none")} “${q}”.` }));
       return;
     }
-    results.append(h("p", { class: "muted", text: `${data.total} ${t("search.results")}` }));
+    results.append(h("p", { class: "muted", text: `${data.total}${data.totalCapped ? "+" : ""} ${t("search.results")}` }));
     for (const hit of data.items) {
       results.append(h("div", { class: "hit", dataset: { session: hit.sessionId } },
         meetingLink(hit.sessionId, hit.title || hit.sessionId), " ",
@@ -125,9 +125,11 @@ export function renderHome(view) {
     device: () => { reloadBadges(); },
     resync: () => { reloadMeetings(); reloadBadges(); },
   });
-  quiet(loadActive)();
-  quiet(loadRecent)();
-  quiet(loadBadges)();
+  // The first render is done once all three are drawn (bench/console.py reads the mark).
+  Promise.allSettled([loadActive(), loadRecent(), loadBadges()]).then((results) => {
+    for (const r of results) if (r.status === "rejected") console.warn(r.reason?.message);
+    performance.mark("supie:home-ready");
+  });
   const q = new URLSearchParams(location.search).get("q");
   if (q) { searchBox.value = q; search(q).catch(() => {}); }
   return () => feed.close();
