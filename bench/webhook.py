@@ -165,7 +165,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=2000, help="burst size (phase 1)")
     parser.add_argument("--rate", type=float, default=200.0, help="events/s in phase 2")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of phase 2")
-    parser.add_argument("--concurrency", type=int, help="meeting.webhook.concurrency override")
+    parser.add_argument("--concurrency", type=int, help="webhook.concurrency override")
     parser.add_argument("--profile", help="write a cProfile of the dispatcher to this file")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="supie-bench-webhook-") as tmp:

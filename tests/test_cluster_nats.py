@@ -19,6 +19,19 @@ from tests.fixtures_cluster import NatsCluster
 STREAM = "FAILOVER"
 
 
+async def _retry(call, deadline_s: float = 60.0):  # type: ignore[no-untyped-def]
+    """A JetStream API call, retried while the cluster re-elects its leaders (the meta leader
+    may be the node just killed: API requests time out until a new one is elected)."""
+    deadline = time.monotonic() + deadline_s
+    while True:
+        try:
+            return await call()
+        except (NatsError, JsError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def _stream_ready(js, replicas: int) -> bool:  # type: ignore[no-untyped-def]
     try:
         info = await js.stream_info(STREAM)
@@ -41,15 +54,7 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         config = StreamConfig(
             name=STREAM, subjects=["failover.>"], num_replicas=3, storage=StorageType.FILE
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                await js.add_stream(config)
-                break
-            except (NatsError, JsError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        await _retry(lambda: js.add_stream(config), deadline_s=30)
         for _ in range(300):
             if await _stream_ready(js, 3):
                 break
@@ -81,7 +86,7 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         before = 200
         for seq in range(before):
             await publish(seq)
-        leader = (await js.stream_info(STREAM)).cluster.leader  # type: ignore[union-attr]
+        leader = (await _retry(lambda: js.stream_info(STREAM))).cluster.leader
         assert leader in {n.name for n in nats_cluster.nodes}
         killed_at = time.monotonic()
         nats_cluster.kill(leader)
@@ -92,10 +97,10 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         first_after = min(acked_at[s] for s in range(before, before + after))
         failover_s = first_after - killed_at
 
-        info = await js.stream_info(STREAM)
+        info = await _retry(lambda: js.stream_info(STREAM))
         assert info.cluster is not None and info.cluster.leader not in (None, leader)
         assert info.state.messages == before + after, info.state
-        sub = await js.subscribe("failover.>", ordered_consumer=True)
+        sub = await _retry(lambda: js.subscribe("failover.>", stream=STREAM, ordered_consumer=True))
         seen = []
         for _ in range(before + after):
             msg = await sub.next_msg(timeout=10)

@@ -275,6 +275,7 @@ def _property(f: _Fuzz, case: dict[str, Any]) -> None:
     assert f.canary.healthy(), "the canary stopped getting pongs"
 
 
+@pytest.mark.slow  # about 65 s on 2 cores; CI runs it in `make test-slow`
 @pytest.mark.timeout(300)
 # the clients in the background loop use ``random`` (websockets, nats); hypothesis notices
 @pytest.mark.filterwarnings("ignore::hypothesis.errors.HypothesisDeprecationWarning")

@@ -187,6 +187,44 @@ async def test_listen_debounce_coalesces_a_short_press(gateway, nc, asr_owner) -
     assert actions == ["listen_start", "listen_stop", "listen_start"], actions
 
 
+async def test_a_start_right_after_a_stop_falls_where_the_device_put_it(
+    gateway, nc, asr_owner
+) -> None:
+    """Stop, then the next press at once (inside the window): the start waits out the window,
+    and the audio after it waits with it, so asr sees the boundary before that audio, not a
+    window later in the middle of the next sentence (it split every sentence of a meeting)."""
+    order: list[str] = []
+
+    async def on_any(msg) -> None:  # type: ignore[no-untyped-def]
+        if msg.subject.endswith(".audio"):
+            order.append(f"audio:{bytes(msg.data)!r}")
+        elif msg.subject.endswith(".control"):
+            order.append(decode(AsrControl, msg.data).action)
+
+    sub = await nc.subscribe("supie.v1.asr.stream.*.*", cb=on_any)
+    async with DeviceClient(gateway.ws_url, dev_id()) as dev:
+        await dev.hello()
+        await dev.listen("start", "manual")  # opens the stream
+        await asyncio.sleep(0.4)
+        await dev.send_audio(b"first")
+        await dev.listen("stop")  # the window is over: applied at once
+        await dev.listen("start", "manual")  # inside the window: applied when it ends
+        for i in range(3):
+            await dev.send_audio(f"next{i}".encode())
+            await asyncio.sleep(0.05)
+        await eventually(lambda: sum(x.startswith("audio:") for x in order) >= 4, 5)
+    await sub.unsubscribe()
+    seen = [x for x in order if x != "close"]
+    assert seen == [
+        "audio:b'first'",
+        "listen_stop",
+        "listen_start",
+        "audio:b'next0'",
+        "audio:b'next1'",
+        "audio:b'next2'",
+    ], seen
+
+
 async def test_update_config_checks_the_secret_and_reloads(
     make_gateway, nc, tmp_path: Path
 ) -> None:

@@ -13,6 +13,7 @@ import signal
 import time
 from pathlib import Path
 
+import pytest
 from supie_common.contracts import Summary
 from supie_meeting.archive import ArchiveStore, index_entry, layout
 from supie_meeting.archive_files import FileArchive
@@ -123,6 +124,7 @@ def _writer_loop(root: str, seed: int) -> None:
     asyncio.run(run())
 
 
+@pytest.mark.slow  # about 26 s on 2 cores
 def test_sigkill_writer_200_times_never_leaves_a_torn_file(tmp_path: Path) -> None:
     ctx = mp.get_context("fork")
     rng = random.Random(7)

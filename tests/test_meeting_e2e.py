@@ -85,9 +85,16 @@ async def test_device_meeting_end_to_end(gateway: Any, spawn_service: Any, nc: N
                 i for m in meeting_msgs(dev, "transcript") if not m.get("final") for i in m["items"]
             ]
 
-        await until(lambda: len(pushed()) >= len(sentences), 30, "transcript pushes")
-        heard = " ".join(i["text"] for i in pushed())
-        assert speech.wer(" ".join(sentences), heard) <= 0.2, heard
+        def heard() -> str:
+            return " ".join(i["text"] for i in pushed())
+
+        # Counting pushes is not enough: on a loaded machine an utterance may come in two
+        # finals, and the count is reached before the last sentence is in.
+        reference = " ".join(sentences)
+        try:
+            await until(lambda: speech.wer(reference, heard()) <= 0.2, 45, "the whole transcript")
+        except AssertionError:
+            raise AssertionError(f"WER {speech.wer(reference, heard()):.2f}: {heard()}") from None
         assert all(i["speakerId"] == dev.device_id[:8] for i in pushed())
 
         await dev.send_json({"type": "meeting", "phase": "finalize"})

@@ -133,6 +133,7 @@ async def test_every_input_path_has_the_same_limits(
     assert len(await stored(redis, mf)) == 8
 
 
+@pytest.mark.slow  # about 20 s on 2 cores
 @pytest.mark.timeout(180)
 async def test_300_texts_of_10_kb_fit_the_bus(spawn_service: Any, nc: NATS, tmp_path: Path) -> None:
     """The seed crashed its push timer with the next push over 1 MB, and answered 503 to

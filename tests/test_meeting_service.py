@@ -267,6 +267,7 @@ async def test_replica_killed_mid_finalize_meeting_still_completes(
 
 
 # -- retention -----------------------------------------------------------------------------------
+@pytest.mark.slow  # about 65 s on 2 cores
 @pytest.mark.timeout(180)
 async def test_130_meetings_index_keeps_100_and_removes_older_files(
     spawn_service: Any, nc: NATS, tmp_path: Path

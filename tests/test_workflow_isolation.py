@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
@@ -68,11 +68,16 @@ def apply(model: Model, sender: int, op: tuple[Any, ...], names: list[str]) -> N
             targets.setdefault(home if p["group"] is None else p["group"], []).append(p)
         moved = {p["id"] for g, ps in targets.items() if g != home for p in ps if p["id"] in base}
         for g, ps in targets.items():
+            merged: dict[str, dict[str, Any]] = {}  # one id twice in a group: later fields win
             for p in ps:
-                start = model[g].get(p["id"]) or (base.get(p["id"]) if g != home else None)
-                task = dict(start or {"status": "open", "owner": None})
+                merged.setdefault(p["id"], {}).update(p)
+            for tid, p in merged.items():
+                task = dict(model[g].get(tid) or {"status": "open", "owner": None})
+                if g != home and tid in base:
+                    # A move carries its fields: they win over a same-id task already there.
+                    task.update({k: v for k, v in base[tid].items() if v is not None})
                 task.update({k: p[k] for k in ("status", "owner") if k in p})
-                model[g][p["id"]] = task
+                model[g][tid] = task
         for tid in moved:
             model[home].pop(tid, None)
     elif kind in ("complete", "delete"):
@@ -125,11 +130,31 @@ async def gw(nc: NATS, redis: Redis) -> AsyncIterator[Any]:
 
 
 @settings(
-    max_examples=30,
+    max_examples=60,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(steps=program)
+# Found by this test: a task moved onto a same-id task keeps the moved task's owner.
+@example(
+    steps=[
+        (0, ("update", [{"id": "t2", "group": 0}, {"id": "t2", "group": None, "owner": "ann"}], 1)),
+        (0, ("update", [{"id": "t2", "group": 0}], 1)),
+    ]
+)
+@example(
+    steps=[
+        (0, ("update", [{"id": "t1", "group": None}], None)),
+        (
+            0,
+            (
+                "update",
+                [{"id": "t1", "group": 1, "status": "done"}, {"id": "t1", "group": 1}],
+                None,
+            ),
+        ),
+    ]
+)
 async def test_every_snapshot_a_badge_gets_is_its_own_groups(
     workflow: Any, gw: Any, steps: list[tuple[int, tuple[Any, ...]]]
 ) -> None:

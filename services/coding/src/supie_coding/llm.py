@@ -15,9 +15,9 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-import httpx
 from loguru import logger
 from pydantic import ValidationError
+from supie_common.llm import ChatClients, LlmError
 from supie_common.settings import LlmProvider
 
 from .body import EchoGuard, InsightBody, Limits, finish
@@ -46,7 +46,7 @@ SYSTEM_PROMPT = (
 )
 
 
-class LlmRejected(RuntimeError):
+class LlmRejected(LlmError):
     """The LLM failed, timed out, or answered something the local result beats."""
 
 
@@ -145,62 +145,25 @@ def judge(
     )
 
 
-class LlmClients:
-    """One ``httpx.AsyncClient`` per provider alias, reused until :meth:`clear`."""
+class LlmClients(ChatClients):
+    """The shared chat clients, asked with the coding prompt."""
 
-    def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._clients: dict[str, tuple[LlmProvider, httpx.AsyncClient]] = {}
-        self._transport = transport  # tests: httpx.MockTransport
-
-    async def _client(self, alias: str, provider: LlmProvider) -> httpx.AsyncClient:
-        cached = self._clients.get(alias)
-        if cached is not None and cached[0] == provider:
-            return cached[1]
-        headers = {"Content-Type": "application/json"}
-        if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
-        client = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/"), headers=headers, transport=self._transport
-        )
-        self._clients[alias] = (provider, client)
-        if cached is not None:
-            await cached[1].aclose()
-        return client
-
-    async def clear(self) -> None:
+    async def clear(self) -> int:
         """Drop every cached client (config reload)."""
-        clients, self._clients = self._clients, {}
-        for _, client in clients.values():
-            await client.aclose()
-        if clients:
-            logger.info("coding llm client cache cleared ({} clients)", len(clients))
+        count = await super().clear()
+        if count:
+            logger.info("coding llm client cache cleared ({} clients)", count)
+        return count
 
     async def complete(
         self, alias: str, provider: LlmProvider, prompt: str, *, timeout_s: float
     ) -> str:
-        """The completion's text, or :class:`LlmRejected` (never an httpx error)."""
-        client = await self._client(alias, provider)
-        body = {
-            "model": provider.model,
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": prompt},
-            ],
-            "temperature": provider.temperature,
-            "max_tokens": min(provider.max_tokens, MAX_TOKENS),
-        }
-        try:
-            resp = await client.post("/chat/completions", json=body, timeout=timeout_s)
-        except httpx.TimeoutException:
-            raise LlmRejected(f"timed out after {timeout_s:g} s") from None
-        except httpx.HTTPError as exc:
-            raise LlmRejected(f"request failed: {type(exc).__name__}") from None
-        if resp.status_code != 200:
-            raise LlmRejected(f"HTTP {resp.status_code}")
-        try:
-            content = resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise LlmRejected("reply is not an OpenAI chat completion") from None
-        if not isinstance(content, str):
-            raise LlmRejected("completion content is not text")
-        return content
+        """The completion's text, or :class:`~supie_common.llm.LlmError`."""
+        return await self.chat(
+            alias,
+            provider,
+            SYSTEM_PROMPT,
+            prompt,
+            max_tokens=min(provider.max_tokens, MAX_TOKENS),
+            timeout_s=timeout_s,
+        )

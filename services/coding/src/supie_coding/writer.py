@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 from loguru import logger
 from supie_common.contracts.device import CodingInsight
+from supie_common.llm import LlmError
 from supie_common.settings import LlmProvider
 
 from .body import InsightBody, Limits
@@ -117,7 +118,7 @@ class InsightWriter:
             try:
                 body = await self._ask(chosen, signals, stats, claim, local, limits, summary)
                 source = "llm"
-            except LlmRejected as exc:
+            except LlmError as exc:  # the call failed, or the local result beats it
                 fallback = str(exc)
                 logger.info(
                     "coding llm answer not used for {} ({}): local insight", device_id, fallback

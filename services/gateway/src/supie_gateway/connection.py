@@ -131,6 +131,10 @@ class DeviceConnection:
         )
         self.listen = ListenDebounce()
         self._listen_timer: asyncio.Task[Any] | None = None
+        # Audio that arrives while a listen change waits out the debounce window: it goes to
+        # asr after that change, so the boundary falls where the device put it, not up to a
+        # window later in the middle of the next sentence (at most a window of frames).
+        self._held_audio: list[bytes] = []
         self._subs: list[Any] = []
         self._before_hello: list[str] = []
         self._binary_error_at: dict[ErrorCode, float] = {}
@@ -338,6 +342,9 @@ class DeviceConnection:
             await self._no_voice(decision)
         if s.drops_audio:
             return  # the meeting is being summarised (or none is active): its audio is ignored
+        if self._listen_timer is not None:
+            self._held_audio.append(payload)
+            return
         await self.stream.send_audio(payload)
 
     async def _no_voice(self, decision: str) -> None:
@@ -462,10 +469,17 @@ class DeviceConnection:
             if due is not None:
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
             event = self.listen.take_due(time.monotonic())
+            if event is not None:
+                await self._apply_listen(event)
+            while self._held_audio:  # frames keep being held until the backlog is out
+                held, self._held_audio = self._held_audio, []
+                for payload in held:
+                    await self.stream.send_audio(payload)
         finally:
             self._listen_timer = None
-        if event is not None:
-            await self._apply_listen(event)
+            self._held_audio = []
+        if self.listen.due_at is not None:  # a change offered while this one was applied
+            self._listen_timer = self.tasks.spawn(self._listen_later(), "listen-debounce")
 
     async def _apply_listen(self, event: ListenEvent) -> None:
         s = self.session

@@ -6,11 +6,10 @@ base URL, key or timeout applies to the next summary.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
-import httpx
 from loguru import logger
+from supie_common.llm import ChatClients, LlmError, parse_json_object
 from supie_common.settings import LlmProvider
 
 __all__ = ["LlmError", "LlmClients", "build_prompt", "parse_json_object", "SYSTEM_PROMPT"]
@@ -26,10 +25,6 @@ SYSTEM_PROMPT = (
 )
 
 
-class LlmError(RuntimeError):
-    """The LLM call failed, timed out or returned something unusable."""
-
-
 def build_prompt(lines: list[str], max_chars: int, *, checkpoint: bool) -> str:
     """The user message: the transcript's tail (the end of a meeting carries its conclusions)."""
     transcript = "\n".join(lines)
@@ -40,73 +35,20 @@ def build_prompt(lines: list[str], max_chars: int, *, checkpoint: bool) -> str:
     return f"Write {kind} for this meeting transcript.\n\nTranscript:\n{transcript or '(empty)'}"
 
 
-def parse_json_object(text: str) -> dict[str, Any]:
-    """Strict JSON first; else the outermost ``{...}`` (models like to wrap JSON in prose)."""
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        start, end = text.find("{"), text.rfind("}")
-        if start < 0 or end <= start:
-            raise LlmError("no JSON object in the reply") from None
-        try:
-            value = json.loads(text[start : end + 1])
-        except json.JSONDecodeError as exc:
-            raise LlmError(f"reply is not valid JSON: {exc.msg}") from None
-    if not isinstance(value, dict):
-        raise LlmError(f"expected a JSON object, got {type(value).__name__}")
-    return value
+class LlmClients(ChatClients):
+    """The shared chat clients, asked for the summary as one JSON object."""
 
-
-class LlmClients:
-    """One ``httpx.AsyncClient`` per provider alias, reused until :meth:`clear`."""
-
-    def __init__(self) -> None:
-        self._clients: dict[str, tuple[LlmProvider, httpx.AsyncClient]] = {}
-
-    def _client(self, alias: str, provider: LlmProvider) -> httpx.AsyncClient:
-        cached = self._clients.get(alias)
-        if cached is not None and cached[0] == provider:
-            return cached[1]
-        headers = {"Content-Type": "application/json"}
-        if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
-        client = httpx.AsyncClient(base_url=provider.base_url.rstrip("/"), headers=headers)
-        self._clients[alias] = (provider, client)
-        return client
-
-    async def clear(self) -> None:
+    async def clear(self) -> int:
         """Drop every cached client (config reload)."""
-        clients, self._clients = self._clients, {}
-        for _, client in clients.values():
-            await client.aclose()
-        if clients:
-            logger.info("llm client cache cleared ({} clients)", len(clients))
+        count = await super().clear()
+        if count:
+            logger.info("llm client cache cleared ({} clients)", count)
+        return count
 
     async def complete_json(
         self, alias: str, provider: LlmProvider, prompt: str, *, max_tokens: int, timeout_s: float
     ) -> dict[str, Any]:
-        client = self._client(alias, provider)
-        body = {
-            "model": provider.model,
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": prompt},
-            ],
-            "temperature": provider.temperature,
-            "max_tokens": max_tokens,
-        }
-        try:
-            resp = await client.post("/chat/completions", json=body, timeout=timeout_s)
-        except httpx.TimeoutException:
-            raise LlmError(f"timed out after {timeout_s}s") from None
-        except httpx.HTTPError as exc:
-            raise LlmError(f"request failed: {type(exc).__name__}") from None
-        if resp.status_code != 200:
-            raise LlmError(f"HTTP {resp.status_code}")
-        try:
-            content = resp.json()["choices"][0]["message"]["content"]
-        except (ValueError, KeyError, IndexError, TypeError):
-            raise LlmError("reply is not an OpenAI chat completion") from None
-        if not isinstance(content, str):
-            raise LlmError("completion content is not text")
+        content = await self.chat(
+            alias, provider, SYSTEM_PROMPT, prompt, max_tokens=max_tokens, timeout_s=timeout_s
+        )
         return parse_json_object(content)

@@ -5,11 +5,9 @@ when the rules find no command in a short utterance, never required. Any failure
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import httpx
 from loguru import logger
+from supie_common.llm import ChatClients, LlmError, parse_json_object
 from supie_common.settings import LlmProvider, SupieSettings
 
 from .intents import Command
@@ -31,8 +29,7 @@ SYSTEM_PROMPT = (
 
 class IntentLlm:
     def __init__(self, transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._transport = transport
-        self._client: tuple[LlmProvider, httpx.AsyncClient] | None = None
+        self._clients = ChatClients(transport)
 
     @staticmethod
     def provider(settings: SupieSettings) -> LlmProvider | None:
@@ -41,56 +38,33 @@ class IntentLlm:
         alias = settings.llm_by_mode.intent
         return settings.llm.get(alias) if alias else None
 
-    def _http(self, provider: LlmProvider) -> httpx.AsyncClient:
-        if self._client is not None and self._client[0] == provider:
-            return self._client[1]
-        headers = {"Content-Type": "application/json"}
-        if provider.api_key:
-            headers["Authorization"] = f"Bearer {provider.api_key.get_secret_value()}"
-        client = httpx.AsyncClient(
-            base_url=provider.base_url.rstrip("/"), headers=headers, transport=self._transport
-        )
-        self._client = (provider, client)
-        return client
-
     async def aclose(self) -> None:
-        if self._client is not None:
-            await self._client[1].aclose()
-            self._client = None
+        await self._clients.clear()
 
     async def recognise(self, provider: LlmProvider, text: str) -> Command | None:
         text = text.strip()
         if not text or len(text) > MAX_TEXT_CHARS:
             return None
-        body = {
-            "model": provider.model,
-            "messages": [
-                {"role": "system", "content": SYSTEM_PROMPT},
-                {"role": "user", "content": text},
-            ],
-            "temperature": 0,
-            "max_tokens": 60,
-        }
         try:
-            resp = await self._http(provider).post(
-                "/chat/completions", json=body, timeout=min(provider.timeout_s, DEADLINE_S)
+            content = await self._clients.chat(
+                "intent",
+                provider,
+                SYSTEM_PROMPT,
+                text,
+                max_tokens=60,
+                timeout_s=min(provider.timeout_s, DEADLINE_S),
+                temperature=0,
             )
-            resp.raise_for_status()
-            content = resp.json()["choices"][0]["message"]["content"]
-            return _parse(content)
-        except (httpx.HTTPError, ValueError, KeyError, IndexError, TypeError) as exc:
-            logger.warning("intent LLM gave no usable answer ({})", type(exc).__name__)
+        except LlmError as exc:
+            logger.warning("intent LLM gave no usable answer ({})", exc)
             return None
+        return _parse(content)
 
 
-def _parse(content: Any) -> Command | None:
-    if not isinstance(content, str):
-        return None
-    start, end = content.find("{"), content.rfind("}")
-    if start < 0 or end <= start:
-        return None
-    value = json.loads(content[start : end + 1])
-    if not isinstance(value, dict):
+def _parse(content: str) -> Command | None:
+    try:
+        value = parse_json_object(content)
+    except LlmError:
         return None
     intent = value.get("intent")
     ordinal = value.get("ordinal")
