@@ -193,3 +193,22 @@ async def test_index_sync_follows_the_archive_and_rebuilds(tmp_path: Path) -> No
     assert await again.sync() == (1, 0)
     assert (await again.search(SearchQuery("topic3")))[1] == 1
     await again.close()
+
+
+@pytest.mark.timeout(60)
+async def test_a_replica_without_its_index_still_runs_meetings(
+    spawn_service: Any, nc: NATS, tmp_path: Path
+) -> None:
+    (tmp_path / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "data" / "search").write_text("not a folder")  # the index cannot open
+    procs = await bus.replicas(spawn_service, nc, 1)
+    assert "search index unavailable" in procs[0].log()
+    badge = await Badge(nc, f"nosrch:{new_id()[:6]}").listen()
+    m = await badge.start()
+    await badge.say("meetings go on without search")
+    await badge.finalize()
+    await bus.finalized_events(nc, {m})
+    reply = await api(nc, "search", q="meetings")
+    assert reply.status == 503 and "search" in (reply.error or "")
+    export = await api(nc, "export", sessionId=m, format="txt")
+    assert export.status == 200 and "meetings go on without search" in str(export.data)

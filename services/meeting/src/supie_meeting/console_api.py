@@ -55,7 +55,7 @@ class ConsoleApi:
         reader: ArchiveReader,
         state: MeetingState,
         redis: Redis,
-        index: SearchIndex,
+        index: SearchIndex | None,
         max_bytes: Callable[[], int],
     ) -> None:
         self.reader = reader
@@ -91,6 +91,8 @@ class ConsoleApi:
         assert limit is not None and offset is not None
         prefix = device.strip() if device else ""
         query = SearchQuery(q, prefix or None, from_ts, to_ts, limit, offset)
+        if self.index is None:
+            return ApiReply(status=503, success=False, error="search unavailable on this replica")
         hits, total = await self.index.search(query)
         data = {
             "items": [h.as_json() for h in hits],

@@ -279,8 +279,9 @@ class SearchIndex:
             await loop.run_in_executor(self._reader, self._r.close)
         if self._w is not None:
             await loop.run_in_executor(self._writer, self._w.close)
-        self._reader.shutdown(wait=True)
-        self._writer.shutdown(wait=True)
+        # Both threads are idle: their last job (the close) is done.
+        self._reader.shutdown(wait=False)
+        self._writer.shutdown(wait=False)
         if self._slot is not None:
             self._slot.release()
 

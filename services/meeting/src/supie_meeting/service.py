@@ -124,9 +124,18 @@ class MeetingService(Service[MeetingSettings]):
         removed = await store.clean_leftovers()
         if removed:
             logger.info("archive: removed {} leftovers of interrupted writes", removed)
-        self.search = SearchIndex(Path(self.settings.data_dir) / "search", store)
-        await self.search.open()
-        self.archive = IndexedArchive(store, self.search)
+        # Search is an extra: a replica whose index cannot open (a read-only disk) still runs
+        # meetings, and answers searches with 503.
+        self.search: SearchIndex | None = SearchIndex(
+            Path(self.settings.data_dir) / "search", store
+        )
+        try:
+            await self.search.open()
+        except Exception as exc:
+            logger.error("search index unavailable on this replica: {}", exc)
+            await self.search.close()
+            self.search = None
+        self.archive = IndexedArchive(store, self.search) if self.search is not None else store
         self.reader = ArchiveReader(self.archive)
         self.finalizer = Finalizer(
             state=self.state,
@@ -185,7 +194,8 @@ class MeetingService(Service[MeetingSettings]):
         await self.nc.subscribe(Subjects.MEETING_STATE_CHANGED, cb=self._on_state_changed)
         # Every replica keeps its own search index: meetings archived elsewhere are added too.
         await self.nc.subscribe(Subjects.MEETING_FINALIZED, cb=self._on_finalized)
-        self.spawn(self._search_sync(), "meeting-search-sync", critical=True)
+        if self.search is not None:
+            self.spawn(self._search_sync(self.search), "meeting-search-sync", critical=True)
         self.spawn(self._scanner(), "meeting-scanner", critical=True)
         self.spawn(self._sweeper(), "meeting-orphan-sweep", critical=True)
 
@@ -206,7 +216,8 @@ class MeetingService(Service[MeetingSettings]):
 
     async def stop(self) -> None:
         await super().stop()
-        if hasattr(self, "search"):  # after every task that might still use it
+        if getattr(self, "search", None) is not None:  # after every task that might use it
+            assert self.search is not None
             await self.search.close()
 
     async def on_config(self, old: MeetingSettings, new: MeetingSettings, keys: list[str]) -> None:
@@ -350,7 +361,7 @@ class MeetingService(Service[MeetingSettings]):
 
     async def _on_finalized(self, msg: Msg) -> None:
         ev = parse(MeetingFinalized, msg)
-        if ev is None or self.search.has_recent(ev.session_id):
+        if ev is None or self.search is None or self.search.has_recent(ev.session_id):
             return
         try:
             await self.search.add_from_archive(ev.session_id)
@@ -358,11 +369,11 @@ class MeetingService(Service[MeetingSettings]):
             logger.warning("search index: {} not added: {}", ev.session_id, exc)
 
     # -- background ----------------------------------------------------------------------------
-    async def _search_sync(self) -> None:
+    async def _search_sync(self, index: SearchIndex) -> None:
         """Catch up with the archive at start (off the start path), then now and then."""
         while True:
             try:
-                await self.search.sync()
+                await index.sync()
             except Exception as exc:
                 logger.warning("search index sync failed: {}", exc)
             await asyncio.sleep(SYNC_EVERY_S)

@@ -2,6 +2,7 @@
 // Once finalized: the seven-field summary above the paged transcript, exports, importing its
 // actions into a group's tasks. Speaker labels (renameable) in both.
 import { ApiError, api, authHeaders, token } from "../api.js";
+import { banner, unbanner } from "../banners.js";
 import { clear, clock, h, when } from "../dom.js";
 import { t } from "../i18n.js";
 import { LiveFeed } from "../live.js";
@@ -110,16 +111,17 @@ export function renderMeeting(view, sessionId) {
     });
   }
 
+  // Items of a page whose index is the next one shown (live events may have shown some).
   function appendPage(page) {
-    if (page.offset !== rendered) return;
     if (!page.items.length && !rendered && !list.children.length) {
       list.append(h("li", { class: "empty", text: t("meeting.noSegments") }));
     }
-    for (const seg of page.items) {
+    page.items.forEach((seg, i) => {
+      if (page.offset + i !== rendered) return;
       list.querySelector(".empty")?.remove();
       list.append(segmentRow(seg));
       rendered += 1;
-    }
+    });
   }
 
   let catching = null;
@@ -200,6 +202,13 @@ export function renderMeeting(view, sessionId) {
         if (!token()) return; // the plain link works without a token
         ev.preventDefault();
         const resp = await fetch(`${base}/export?format=${fmt}`, { headers: authHeaders() });
+        if (!resp.ok) {
+          let message = `${t("err.failed")} (${resp.status})`;
+          try { message = (await resp.json()).error || message; } catch { /* not JSON */ }
+          banner("export", message, "error");
+          setTimeout(() => unbanner("export"), 8000);
+          return;
+        }
         const url = URL.createObjectURL(await resp.blob());
         const a = h("a", { href: url, download: `${sessionId}.${fmt}` });
         document.body.append(a);
