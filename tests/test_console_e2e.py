@@ -422,3 +422,37 @@ async def test_login_token_rate_limit_and_lost_live_connection(
     )
     assert all("Failed to load resource" in e or "net::" in e for e in lost), lost
     assert watch.errors == [] and watch2.errors == []
+
+
+@pytest.mark.timeout(120)
+async def test_long_meeting_transcript_is_paged(
+    make_gateway: Any, spawn_service: Any, nc: NATS, chromium: Any, tmp_path: Path
+) -> None:
+    bus = _load("supie_tests_meeting_bus", FIXTURES / "meeting_bus.py")
+    await services(spawn_service, nc, "meeting")
+    gw = await make_gateway(server=FAST_API)
+    badge = await bus.Badge(nc, f"longmtg:{new_id()[:6]}").listen()
+    m = await badge.start()
+    for i in range(130):  # routed finals, as the mode router sends them
+        await badge.say(f"long meeting line {i}")
+    await badge.finalize()
+    await bus.finalized_events(nc, {m})
+
+    page, watch = await new_page(chromium)
+    await page.goto(f"{gw.http_url}/console/meetings/{m}")
+    transcript = page.locator("#transcript")
+    await page.locator("#summary").wait_for()
+    await transcript.get_by_text("long meeting line 99", exact=True).wait_for()
+    assert await transcript.locator("li").count() == 100
+    pager = page.locator("#pager")
+    assert "1–100 / 130" in await pager.inner_text()
+    await pager.get_by_role("button", name="Next").click()
+    await transcript.get_by_text("long meeting line 129", exact=True).wait_for()
+    assert await transcript.locator("li").count() == 30
+    assert "101–130 / 130" in await pager.inner_text()
+    assert await pager.get_by_role("button", name="Next").is_disabled()
+    await pager.get_by_role("button", name="Previous").click()
+    await transcript.get_by_text("long meeting line 0", exact=True).wait_for()
+    await browser_support.shoot(page, tmp_path, "meeting-paged")
+    await badge.close()
+    assert watch.errors == []
