@@ -21,7 +21,7 @@ class Events:
     def __init__(self, resp: httpx.Response) -> None:
         self.lines = resp.aiter_lines()
 
-    async def next(self, want: int = 1, within: float = 10.0) -> list[tuple[str, Any]]:
+    async def next(self, want: int = 1, within: float = 20.0) -> list[tuple[str, Any]]:
         events: list[tuple[str, Any]] = []
         name = ""
 
