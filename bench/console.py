@@ -231,6 +231,7 @@ async def bench_home(browser: Any, base: str, renders: int) -> dict[str, Any]:
         "home_first_render_p50_ms": round(statistics.median(in_page), 1),
         "home_first_render_max_ms": round(max(in_page), 1),
         "home_render_driver_p50_ms": round(statistics.median(took), 1),
+        "home_first_render_each_ms": [round(x) for x in in_page],  # the first: a cold browser
     }
 
 
@@ -396,7 +397,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     result["goals_met"] = {
         "search_p99_lt_50ms": result["search_p99_ms"] < 50,
         "live_p99_lt_300ms": (result.get("live_delay_p99_ms") or 1e9) < 300,
-        "home_lt_1s": (result.get("home_first_render_max_ms") or 1e9) < 1000,
+        "home_p50_lt_1s": (result.get("home_first_render_p50_ms") or 1e9) < 1000,
+        "home_max_lt_1s": (result.get("home_first_render_max_ms") or 1e9) < 1000,
     }
     return result
 
