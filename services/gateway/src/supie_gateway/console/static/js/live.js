@@ -38,6 +38,13 @@ export class LiveFeed {
       this.handlers.open?.();
     });
     es.addEventListener("resync", () => this.handlers.resync?.());
+    // The server could not subscribe (the bus is down): it ends the stream; say so and retry.
+    es.addEventListener("error", (ev) => {
+      if (!ev.data) return; // a connection error, handled by onerror
+      let text = t("err.live");
+      try { text = `${t("err.live")} (${JSON.parse(ev.data).error})`; } catch { /* plain */ }
+      banner(this.key, text, "error");
+    });
     for (const [name, fn] of Object.entries(this.handlers)) {
       if (["resync", "open", "hello"].includes(name)) continue;
       es.addEventListener(name, (ev) => {
