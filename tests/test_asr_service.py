@@ -229,6 +229,7 @@ async def test_bad_audio_is_reported_and_survived(spawn_service: Any, nc: NATS) 
     await pcm_stream.close()
 
 
+@pytest.mark.slow  # kills and waits: `make test-slow`
 @pytest.mark.timeout(150)
 async def test_killed_owner_is_replaced_and_later_utterances_transcribed(
     spawn_service: Any, nc: NATS

@@ -66,6 +66,7 @@ def sleepy_llm() -> Iterator[str]:
     server.shutdown()
 
 
+@pytest.mark.slow  # kills and waits: `make test-slow`
 @pytest.mark.timeout(90)
 async def test_a_slow_llm_never_stalls_a_meeting(
     spawn_service: Any, nc: NATS, sleepy_llm: str

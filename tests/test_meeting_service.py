@@ -45,6 +45,7 @@ def _fields(summary: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- pushes, hot reload, lease fail-over ---------------------------------------------------------
+@pytest.mark.slow  # kills and waits: `make test-slow`
 @pytest.mark.timeout(90)
 async def test_transcript_pushes_hot_reload_and_lease_failover(
     spawn_service: Any, nc: NATS, tmp_path: Path

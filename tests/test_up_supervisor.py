@@ -254,6 +254,7 @@ def test_up_validates_every_service_config_before_starting_anything(tmp_path: Pa
 
 
 # -- a running stack ---------------------------------------------------------------------------
+@pytest.mark.slow  # kills and waits: `make test-slow`
 @pytest.mark.timeout(150)
 def test_a_second_stack_is_refused_and_sigkill_of_up_takes_every_child_down(
     up: Callable[..., Up], tmp_path: Path
@@ -308,6 +309,7 @@ def test_sighup_stops_every_child(up: Callable[..., Up]) -> None:
     assert "[up] stopped" in stack.output
 
 
+@pytest.mark.slow  # kills and waits: `make test-slow`
 @pytest.mark.timeout(150)
 def test_a_crash_looping_service_is_named_with_its_error_within_30_s(
     up: Callable[..., Up], tmp_path: Path
