@@ -21,6 +21,7 @@ class TaskSet:
         self.on_fatal = on_fatal
         self._tasks: set[asyncio.Task[Any]] = set()
         self._critical: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     def spawn(
         self, coro: Coroutine[Any, Any, Any], name: str, *, critical: bool = False
@@ -36,8 +37,8 @@ class TaskSet:
         self._tasks.discard(task)
         critical = task in self._critical
         self._critical.discard(task)
-        if task.cancelled():
-            return
+        if task.cancelled() or (self._closing and task.exception() is None):
+            return  # shutting down: a loop that returns instead of raising is fine
         exc = task.exception()
         if exc is not None:
             logger.opt(exception=exc).error("{}: task {} failed", self.owner, task.get_name())
@@ -51,10 +52,26 @@ class TaskSet:
     def __len__(self) -> int:
         return len(self._tasks)
 
-    async def cancel_all(self) -> None:
-        """Cancel every task and wait until all have finished."""
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+    async def cancel_all(self, timeout_s: float = 10.0) -> None:
+        """Cancel every task and wait until all have finished, at most ``timeout_s``.
+
+        A cancellation can be swallowed (libraries that catch ``CancelledError`` around their
+        own waits; ``wait_for`` on Python 3.11): the task then runs on as if nothing happened.
+        Stragglers are cancelled again every second, and after ``timeout_s`` left behind with a
+        warning naming them, so that shutdown is always bounded."""
+        self._closing = True
+        pending = set(self._tasks)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while pending:
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=min(1.0, deadline - loop.time()))
+            if pending and loop.time() >= deadline:
+                logger.warning(
+                    "{}: tasks still running after {:.0f} s of shutdown: {}",
+                    self.owner,
+                    timeout_s,
+                    sorted(t.get_name() for t in pending),
+                )
+                return

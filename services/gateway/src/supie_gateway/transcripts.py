@@ -120,9 +120,8 @@ class TranscriptRouter:
             for msg in msgs:
                 by_device[msg.subject].append(msg)
             await asyncio.gather(*(self._in_order(batch) for batch in by_device.values()))
-        # Stopped (a cancellation can be lost inside nats-py's fetch on Python 3.11, so the loop
-        # does not rely on it): wait to be cancelled, without ending the critical task early.
-        await asyncio.Event().wait()
+        # Stopped: the loop does not rely on cancellation (one can be lost inside nats-py's
+        # fetch on Python 3.11); the task set takes a return during shutdown quietly.
 
     async def _in_order(self, msgs: list[Msg]) -> None:
         for msg in msgs:
