@@ -35,7 +35,7 @@ FILES = [
     "-f",
     str(ROOT / "scripts/compose-test.override.yml"),
 ]
-SERVICES = ("gateway", "asr", "meeting", "webhook")
+SERVICES = ("gateway", "asr", "meeting", "workflow", "coding", "webhook")
 REPLICAS = 2
 
 pytestmark = [

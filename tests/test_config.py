@@ -134,7 +134,7 @@ def test_secrets_never_appear_in_repr_dumps_or_logs(tmp_path: Path) -> None:
     assert settings.llm["main"].api_key.get_secret_value() == SECRETS["api_key"]
 
 
-@pytest.mark.parametrize("service", ["gateway", "meeting", "asr", "webhook"])
+@pytest.mark.parametrize("service", ["gateway", "meeting", "asr", "workflow", "coding", "webhook"])
 def test_check_config_names_the_key_and_exits_2(tmp_path: Path, service: str) -> None:
     cfg = tmp_path / "config.yaml"
     cfg.write_text(_config_with_secrets("log:\n  levl: DEBUG\n"))

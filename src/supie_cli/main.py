@@ -15,7 +15,7 @@ import sys
 
 __all__ = ["main", "SERVICES"]
 
-SERVICES = ("gateway", "asr", "meeting", "webhook")
+SERVICES = ("gateway", "asr", "meeting", "workflow", "coding", "webhook")
 
 
 def _run_service(name: str, args: list[str]) -> None:

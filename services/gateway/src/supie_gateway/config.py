@@ -69,6 +69,6 @@ class GatewaySettings(SupieSettings):
     asr: AsrView = Field(default_factory=AsrView)
     workflow: WorkflowView = Field(default_factory=WorkflowView)
     services: list[str] = Field(
-        default_factory=lambda: ["gateway", "asr", "meeting", "webhook"],
+        default_factory=lambda: ["gateway", "asr", "meeting", "workflow", "coding", "webhook"],
         description="services /healthz expects to answer",
     )
