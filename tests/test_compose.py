@@ -148,6 +148,24 @@ def stack() -> Iterator[dict[str, int]]:
         _compose("down", "-v", timeout=300, check=False)
 
 
+# Run inside a meeting container: the meetings in the NATS archive bucket, and any on disk.
+_LIST_ARCHIVE = """
+import asyncio, json, os, pathlib
+import nats
+async def main():
+    nc = await nats.connect(os.environ["SUPIE_NATS__URL"])
+    store = await nc.jetstream().object_store("supie_meetings")
+    names = [o.name for o in await store.list()]
+    await nc.close()
+    files = pathlib.Path(os.environ["SUPIE_DATA_DIR"], "meetings").glob("*.json")
+    print(json.dumps({
+        "objects": [n.removesuffix(".json") for n in names if "/" not in n],
+        "files": [f.stem for f in files],
+    }))
+asyncio.run(main())
+"""
+
+
 def _device_id() -> str:
     raw = uuid.uuid4().hex[:12]
     return ":".join(raw[i : i + 2] for i in range(0, 12, 2))
@@ -204,6 +222,14 @@ async def test_compose_stack_runs_meetings_through_both_gateways(stack: dict[str
                 body = resp.json()
                 assert resp.status_code == 200 and body["success"] is True, body
                 assert body["data"]["summary"]["title"]
+
+    # ... and it is the shared one on JetStream (docker-compose.yml: backend nats), not the
+    # volume both replicas happen to mount: each meeting is an object in the bucket, no file.
+    listed = json.loads(
+        _run("podman", "exec", _container("meeting", 2), "python", "-c", _LIST_ARCHIVE)
+    )
+    assert set(ids) <= set(listed["objects"]), listed
+    assert not set(ids) & set(listed["files"]), listed
 
     def verified() -> dict[str, int] | None:
         logs = _logs(_container("receiver", 1))
