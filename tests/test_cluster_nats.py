@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats
 import pytest
@@ -17,6 +19,7 @@ from nats.js.errors import Error as JsError
 from tests.fixtures_cluster import NatsCluster
 
 STREAM = "FAILOVER"
+T = TypeVar("T")
 
 
 async def _stream_ready(js, replicas: int) -> bool:  # type: ignore[no-untyped-def]
@@ -31,6 +34,20 @@ async def _stream_ready(js, replicas: int) -> bool:  # type: ignore[no-untyped-d
     return len(current) == replicas - 1
 
 
+async def _retrying(op: Callable[[], Awaitable[T]], within: float = 60.0) -> T:
+    """A JetStream API call until it answers: right after a node dies the meta leader (which
+    answers stream lookups and consumer creation) may itself be re-electing, and the calls
+    time out meanwhile."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await op()
+        except (NatsError, JsError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 @pytest.mark.timeout(180)
 async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: NatsCluster) -> None:
     nc = await nats.connect(
@@ -41,15 +58,7 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         config = StreamConfig(
             name=STREAM, subjects=["failover.>"], num_replicas=3, storage=StorageType.FILE
         )
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                await js.add_stream(config)
-                break
-            except (NatsError, JsError, TimeoutError):
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.5)
+        await _retrying(lambda: js.add_stream(config), within=30)
         for _ in range(300):
             if await _stream_ready(js, 3):
                 break
@@ -81,7 +90,7 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         before = 200
         for seq in range(before):
             await publish(seq)
-        leader = (await js.stream_info(STREAM)).cluster.leader  # type: ignore[union-attr]
+        leader = (await _retrying(lambda: js.stream_info(STREAM))).cluster.leader  # type: ignore[union-attr]
         assert leader in {n.name for n in nats_cluster.nodes}
         killed_at = time.monotonic()
         nats_cluster.kill(leader)
@@ -92,15 +101,19 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         first_after = min(acked_at[s] for s in range(before, before + after))
         failover_s = first_after - killed_at
 
-        info = await js.stream_info(STREAM)
+        info = await _retrying(lambda: js.stream_info(STREAM))
         assert info.cluster is not None and info.cluster.leader not in (None, leader)
         assert info.state.messages == before + after, info.state
-        sub = await js.subscribe("failover.>", ordered_consumer=True)
-        seen = []
-        for _ in range(before + after):
-            msg = await sub.next_msg(timeout=10)
-            seen.append(int(msg.data))
-        await sub.unsubscribe()
+
+        async def read_all() -> list[int]:
+            # stream= skips the stream lookup by subject; a read cut short starts over.
+            sub = await js.subscribe("failover.>", stream=STREAM, ordered_consumer=True)
+            try:
+                return [int((await sub.next_msg(timeout=10)).data) for _ in range(before + after)]
+            finally:
+                await sub.unsubscribe()
+
+        seen = await _retrying(read_all)
         assert sorted(seen) == list(range(before + after))  # nothing lost, nothing doubled
 
         # The killed node comes back and catches up as a replica.
