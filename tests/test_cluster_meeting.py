@@ -23,6 +23,11 @@ from supie_meeting.keys import DeviceKeys, MeetingKeys
 
 from tests.fixtures_cluster import ValkeyCluster
 
+# Real clusters take a while to form and fail over (~10-20 s a file on 2 cores): `make test-slow`;
+# the one-node cluster tests (test_meeting_cluster.py, test_workflow_store.py) catch CROSSSLOT
+# in `make test`.
+pytestmark = pytest.mark.slow
+
 
 def load_meeting_bus() -> Any:
     name = "supie_tests_meeting_bus"

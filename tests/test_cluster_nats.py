@@ -18,6 +18,11 @@ from nats.js.errors import Error as JsError
 
 from tests.fixtures_cluster import NatsCluster
 
+# Real clusters take a while to form and fail over (~10-20 s a file on 2 cores): `make test-slow`;
+# the one-node cluster tests (test_meeting_cluster.py, test_workflow_store.py) catch CROSSSLOT
+# in `make test`.
+pytestmark = pytest.mark.slow
+
 STREAM = "FAILOVER"
 T = TypeVar("T")
 

@@ -28,6 +28,11 @@ from supie_workflow.store import GroupKeys
 from tests import test_workflow_api, test_workflow_events
 from tests.fixtures_cluster import ValkeyCluster
 
+# Real clusters take a while to form and fail over (~10-20 s a file on 2 cores): `make test-slow`;
+# the one-node cluster tests (test_meeting_cluster.py, test_workflow_store.py) catch CROSSSLOT
+# in `make test`.
+pytestmark = pytest.mark.slow
+
 
 def _load_support() -> Any:
     name = "workflow_test_support"
