@@ -51,7 +51,7 @@ support = _load_support()
 
 # The suites' tests and fixtures, collected again in this module, where ``redis_url`` (below)
 # is the cluster: their in-process replicas, subprocesses and stand-in gateway all use it.
-_SUITE_FIXTURES = {"make_workflow", "gw", "team", "workflow", "meeting_api"}
+_SUITE_FIXTURES = {"make_workflow", "gw", "team", "workflow"}
 for _suite in (test_workflow_events, test_workflow_api):
     for _name, _value in vars(_suite).items():
         if _name.startswith("test_") or _name in _SUITE_FIXTURES:
