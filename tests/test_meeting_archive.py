@@ -464,6 +464,7 @@ async def test_nats_writers_killed_mid_upload_leave_complete_records(nats_url: s
         await nc.drain()
 
 
+@pytest.mark.slow  # two service processes end to end (~30 s); the suite above runs in make test
 @pytest.mark.timeout(150)
 async def test_meeting_service_on_the_nats_archive_any_replica_serves_any_meeting(
     spawn_service: Any, nc: NATS, tmp_path: Path
