@@ -16,5 +16,6 @@ if ! podman build -t supie:latest . >/tmp/supie-compose-build.log 2>&1; then
     exit 1
 fi
 echo "compose-test: images ready after $(($(date +%s) - started)) s"
-SUPIE_COMPOSE_TEST=1 "${UV:-uv}" run pytest -p no:cacheprovider -q tests/test_compose.py "$@"
+# -s: the figures (time to healthy, the meetings and their webhooks) as the test prints them.
+SUPIE_COMPOSE_TEST=1 "${UV:-uv}" run pytest -p no:cacheprovider -q -s tests/test_compose.py "$@"
 echo "compose-test: done in $(($(date +%s) - started)) s"

@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import nats
 import pytest
@@ -16,20 +18,13 @@ from nats.js.errors import Error as JsError
 
 from tests.fixtures_cluster import NatsCluster
 
+# Real clusters take a while to form and fail over (~10-20 s a file on 2 cores): `make test-slow`;
+# the one-node cluster tests (test_meeting_cluster.py, test_workflow_store.py) catch CROSSSLOT
+# in `make test`.
+pytestmark = pytest.mark.slow
+
 STREAM = "FAILOVER"
-
-
-async def _retry(call, deadline_s: float = 60.0):  # type: ignore[no-untyped-def]
-    """A JetStream API call, retried while the cluster re-elects its leaders (the meta leader
-    may be the node just killed: API requests time out until a new one is elected)."""
-    deadline = time.monotonic() + deadline_s
-    while True:
-        try:
-            return await call()
-        except (NatsError, JsError, TimeoutError):
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.5)
+T = TypeVar("T")
 
 
 async def _stream_ready(js, replicas: int) -> bool:  # type: ignore[no-untyped-def]
@@ -44,6 +39,20 @@ async def _stream_ready(js, replicas: int) -> bool:  # type: ignore[no-untyped-d
     return len(current) == replicas - 1
 
 
+async def _retrying(op: Callable[[], Awaitable[T]], within: float = 60.0) -> T:
+    """A JetStream API call until it answers: right after a node dies the meta leader (which
+    answers stream lookups and consumer creation) may itself be re-electing, and the calls
+    time out meanwhile."""
+    deadline = time.monotonic() + within
+    while True:
+        try:
+            return await op()
+        except (NatsError, JsError, TimeoutError):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 @pytest.mark.timeout(180)
 async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: NatsCluster) -> None:
     nc = await nats.connect(
@@ -54,7 +63,7 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         config = StreamConfig(
             name=STREAM, subjects=["failover.>"], num_replicas=3, storage=StorageType.FILE
         )
-        await _retry(lambda: js.add_stream(config), deadline_s=30)
+        await _retrying(lambda: js.add_stream(config), within=30)
         for _ in range(300):
             if await _stream_ready(js, 3):
                 break
@@ -86,7 +95,7 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         before = 200
         for seq in range(before):
             await publish(seq)
-        leader = (await _retry(lambda: js.stream_info(STREAM))).cluster.leader
+        leader = (await _retrying(lambda: js.stream_info(STREAM))).cluster.leader  # type: ignore[union-attr]
         assert leader in {n.name for n in nats_cluster.nodes}
         killed_at = time.monotonic()
         nats_cluster.kill(leader)
@@ -97,15 +106,19 @@ async def test_a_replicated_stream_survives_killing_its_leader(nats_cluster: Nat
         first_after = min(acked_at[s] for s in range(before, before + after))
         failover_s = first_after - killed_at
 
-        info = await _retry(lambda: js.stream_info(STREAM))
+        info = await _retrying(lambda: js.stream_info(STREAM))
         assert info.cluster is not None and info.cluster.leader not in (None, leader)
         assert info.state.messages == before + after, info.state
-        sub = await _retry(lambda: js.subscribe("failover.>", stream=STREAM, ordered_consumer=True))
-        seen = []
-        for _ in range(before + after):
-            msg = await sub.next_msg(timeout=10)
-            seen.append(int(msg.data))
-        await sub.unsubscribe()
+
+        async def read_all() -> list[int]:
+            # stream= skips the stream lookup by subject; a read cut short starts over.
+            sub = await js.subscribe("failover.>", stream=STREAM, ordered_consumer=True)
+            try:
+                return [int((await sub.next_msg(timeout=10)).data) for _ in range(before + after)]
+            finally:
+                await sub.unsubscribe()
+
+        seen = await _retrying(read_all)
         assert sorted(seen) == list(range(before + after))  # nothing lost, nothing doubled
 
         # The killed node comes back and catches up as a replica.

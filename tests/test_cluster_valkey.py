@@ -10,6 +10,11 @@ from supie_common.store import K, Lease, Presence, connect_redis, once
 
 from tests.fixtures_cluster import ValkeyCluster
 
+# Real clusters take a while to form and fail over (~10-20 s a file on 2 cores): `make test-slow`;
+# the one-node cluster tests (test_meeting_cluster.py, test_workflow_store.py) catch CROSSSLOT
+# in `make test`.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 async def cluster_redis(valkey_cluster: ValkeyCluster):  # type: ignore[no-untyped-def]

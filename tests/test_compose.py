@@ -137,7 +137,9 @@ def stack() -> Iterator[dict[str, int]]:
             return r.status_code == 200 and r.json()["ok"] is True
 
         _wait("/healthz ok on both gateways", lambda: healthz(1) and healthz(2), 180)
-        print(f"compose stack healthy after {time.monotonic() - started:.0f} s")
+        ports["healthy_after_s"] = round(time.monotonic() - started)
+        ports["containers"] = len(_run("podman", "ps", "--format", "{{.Names}}").split())
+        print(f"compose stack healthy after {ports['healthy_after_s']} s")
         yield ports
     except BaseException:
         for name in _run("podman", "ps", "-a", "--format", "{{.Names}}").split():
@@ -146,6 +148,24 @@ def stack() -> Iterator[dict[str, int]]:
         raise
     finally:
         _compose("down", "-v", timeout=300, check=False)
+
+
+# Run inside a meeting container: the meetings in the NATS archive bucket, and any on disk.
+_LIST_ARCHIVE = """
+import asyncio, json, os, pathlib
+import nats
+async def main():
+    nc = await nats.connect(os.environ["SUPIE_NATS__URL"])
+    store = await nc.jetstream().object_store("supie_meetings")
+    names = [o.name for o in await store.list()]
+    await nc.close()
+    files = pathlib.Path(os.environ["SUPIE_DATA_DIR"], "meetings").glob("*.json")
+    print(json.dumps({
+        "objects": [n.removesuffix(".json") for n in names if "/" not in n],
+        "files": [f.stem for f in files],
+    }))
+asyncio.run(main())
+"""
 
 
 def _device_id() -> str:
@@ -205,6 +225,14 @@ async def test_compose_stack_runs_meetings_through_both_gateways(stack: dict[str
                 assert resp.status_code == 200 and body["success"] is True, body
                 assert body["data"]["summary"]["title"]
 
+    # ... and it is the shared one on JetStream (docker-compose.yml: backend nats), not the
+    # volume both replicas happen to mount: each meeting is an object in the bucket, no file.
+    listed = json.loads(
+        _run("podman", "exec", _container("meeting", 2), "python", "-c", _LIST_ARCHIVE)
+    )
+    assert set(ids) <= set(listed["objects"]), listed
+    assert not set(ids) & set(listed["files"]), listed
+
     def verified() -> dict[str, int] | None:
         logs = _logs(_container("receiver", 1))
         counts = {m: logs.count(f"verified: session {m}") for m in ids}
@@ -215,4 +243,18 @@ async def test_compose_stack_runs_meetings_through_both_gateways(stack: dict[str
     counts = await asyncio.to_thread(verified) or counts
     assert counts == dict.fromkeys(ids, 1), counts
     assert "REJECTED" not in _logs(_container("receiver", 1))
-    print(json.dumps({"meetings": ids, "webhooks": counts}))
+    print(
+        json.dumps(
+            {
+                "test": "compose",
+                "services": len(SERVICES),
+                "replicas": REPLICAS,
+                "containers": stack["containers"],
+                "healthy_after_s": stack["healthy_after_s"],
+                "meetings": len(ids),
+                "archive": "nats",
+                "served_by_both_gateways": True,
+                "webhooks_verified": sum(counts.values()),
+            }
+        )
+    )

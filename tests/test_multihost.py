@@ -4,11 +4,14 @@
     host 1: nats n1, gateway, meeting      host 2: nats n2, gateway, meeting
     host 3: nats n3, valkey, asr, webhook  the test: badges on both gateways, webhook receiver
 
-The NATS nodes form one cluster; the events stream has 3 replicas. Badges on both gateways hold
+The NATS nodes form one cluster; every Supie stream has 3 replicas (``nats.stream_replicas``),
+and so has the archive (``meeting.archive.backend: nats``, JetStream Object Store + KV): both
+meeting replicas share it, so either gateway serves any meeting. Badges on both gateways hold
 meetings with real speech; mid-meeting the NATS node leading the events stream is SIGKILLed,
-then one meeting replica. Every meeting must be finalized once (one summary on the badge),
-archived once (one archive file across the hosts), delivered once to the webhook receiver
-(verified signature), and keep every transcript segment spoken."""
+then one meeting replica. Every meeting must be finalized once (one summary on the badge, one
+finalize event), archived once (one index entry, one metrics line), delivered once to the webhook
+receiver (verified signature), and keep every transcript segment spoken. Prints its figures as
+one JSON line."""
 
 from __future__ import annotations
 
@@ -23,15 +26,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 import numpy as np
 import pytest
-from nats.js.api import RetentionPolicy, StorageType, StreamConfig
 from supie_common.audio import OpusEncoder
-from supie_common.contracts import Subjects
+from supie_common.contracts import MeetingFinalized, Streams, Subjects, decode
 from supie_common.device_client import DeviceClient
 from supie_common.embedded import die_with_parent, valkey_server_binary, wait_for_port
 from supie_common.webhooks import verify
+from supie_meeting.archive_nats import NatsArchive
 from supie_webhook.receiver import ReceivedRequest, WebhookReceiver
 
 from tests.fixtures_cluster import NatsCluster
@@ -115,6 +119,39 @@ async def _until(pred: Any, within: float, what: str) -> Any:
     raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
 
 
+async def _until_async(call: Any, within: float, what: str) -> Any:
+    """The first truthy result of ``await call()``; errors count as not yet."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            value = await call()
+        except Exception:
+            value = None
+        if value:
+            return value
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out after {within:.0f}s waiting for {what}")
+
+
+async def _finalized_events(js: Any, ids: set[str]) -> dict[str, int]:
+    """How many ``meeting.finalized`` events the events stream holds per meeting."""
+    counts = dict.fromkeys(ids, 0)
+    sub = await js.subscribe(
+        Subjects.MEETING_FINALIZED, stream=Subjects.EVENTS_STREAM, ordered_consumer=True
+    )
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=3)
+            except TimeoutError:
+                return counts
+            sid = decode(MeetingFinalized, msg.data).session_id
+            if sid in counts:
+                counts[sid] += 1
+    finally:
+        await sub.unsubscribe()
+
+
 async def _speak(dev: DeviceClient, pcm: np.ndarray) -> None:
     await dev.listen("start", mode="manual")
     await dev.stream_packets(OpusEncoder(frame_ms=60).encode_all(pcm), frame_ms=20)
@@ -122,8 +159,12 @@ async def _speak(dev: DeviceClient, pcm: np.ndarray) -> None:
     await dev.listen("stop")
 
 
-def _archives(data_dirs: list[Path], meeting_id: str) -> list[Path]:
-    return [p for d in data_dirs if (p := d / "meetings" / f"{meeting_id}.json").exists()]
+def _replicas(info: Any) -> int:
+    """A stream's current replicas: its leader and every follower that is caught up."""
+    cluster = info.cluster
+    if cluster is None or not cluster.leader:
+        return 0
+    return 1 + sum(1 for r in cluster.replicas or [] if r.current and not r.offline)
 
 
 @pytest.mark.parametrize("meeting_kill", ["mid-meeting", AT_FINALIZE])
@@ -165,29 +206,20 @@ async def test_meetings_survive_a_nats_leader_and_a_meeting_replica_dying(
         await asyncio.to_thread(wait_for_port, lab.ip(2), 6379, 15)
         await receiver.__aenter__()
 
-        # The operator's step for a cluster: the events stream with 3 replicas (the services'
-        # own ensure_stream would create it with 1, which dies with its node).
         nc = await nats.connect(servers=nats_cluster.urls, max_reconnect_attempts=-1)
         js = nc.jetstream(timeout=5)
-        await js.add_stream(
-            StreamConfig(
-                name=Subjects.EVENTS_STREAM,
-                subjects=[Subjects.EVENTS_ALL],
-                retention=RetentionPolicy.LIMITS,
-                storage=StorageType.FILE,
-                max_age=7 * 24 * 3600,
-                duplicate_window=120.0,
-                num_replicas=3,
-            )
-        )
 
         base_env = {k: v for k, v in os.environ.items() if not k.startswith("SUPIE_")}
-        data_dirs = [tmp_path / f"host{i + 1}" / "data" for i in range(3)]
+        data_dirs = [tmp_path / f"host{i + 1}" / "data" for i in range(3)]  # nothing shared
 
         def env_for(host: int) -> dict[str, str]:
+            seeds = [host] + [h for h in range(3) if h != host]  # its own node first
             return {
                 **base_env,
-                "SUPIE_NATS__URL": f"nats://{lab.ip(host)}:4222",
+                "SUPIE_NATS__URL": ",".join(f"nats://{lab.ip(h)}:4222" for h in seeds),
+                "SUPIE_NATS__STREAM_REPLICAS": "3",
+                "SUPIE_MEETING__ARCHIVE__BACKEND": "nats",
+                "SUPIE_MEETING__ARCHIVE__REPLICAS": "3",
                 "SUPIE_REDIS__URL": f"redis://{lab.ip(2)}:6379/0",
                 "SUPIE_DATA_DIR": str(data_dirs[host]),
                 "SUPIE_CONFIG": str(tmp_path / "none.yaml"),
@@ -223,6 +255,27 @@ async def test_meetings_survive_a_nats_leader_and_a_meeting_replica_dying(
                 f"{name} to start",
             )
             assert svc.proc.poll() is None, f"{name} exited:\n{svc.log()[-3000:]}"
+
+        # The services made their streams, the archive's included, with 3 replicas each.
+        streams = [
+            Subjects.EVENTS_STREAM,
+            Streams.TRANSCRIPTS,
+            "OBJ_supie_meetings",
+            "KV_supie_meetings_index",
+            "KV_supie_meetings_metrics",
+        ]
+
+        async def replicated() -> bool:
+            try:
+                infos = [await js.stream_info(name) for name in streams]
+            except Exception:
+                return False
+            return all(_replicas(i) == 3 for i in infos)
+
+        deadline = time.monotonic() + 60
+        while not await replicated():
+            assert time.monotonic() < deadline, "streams never had 3 current replicas"
+            await asyncio.sleep(0.5)
 
         utterances = _utterances()
         refs = _references()
@@ -310,20 +363,35 @@ async def test_meetings_survive_a_nats_leader_and_a_meeting_replica_dying(
             ]
             assert len(got) == 1, f"{meeting_id}: {len(got)} summaries"
 
-        # Archived once, with every segment spoken.
+        # Archived once, in the shared archive, with every segment spoken; either gateway
+        # serves it (its host's meeting replica reads what the other wrote).
+        archive = await NatsArchive.open(nc, replicas=3)
         lost = 0
         for meeting_id in ids:
-            files = await _until(lambda m=meeting_id: _archives(data_dirs, m), 60, "archive")
-            assert len(files) == 1, files
-            record = json.loads(files[0].read_text())
-            segments = record["segments"]
-            if isinstance(segments, dict):
-                segments = segments["segments"]
-            texts = [s.get("text", "") for s in segments]
+            record = await _until_async(lambda m=meeting_id: archive.read_main(m), 60, "archive")
+            texts = [seg.text for seg in record.inline_segments()]
+            for k in range(record.shard_count):
+                shard = await archive.read_shard(meeting_id, k)
+                assert shard is not None, (meeting_id, k)
+                texts += [seg.text for seg in shard.segments]
             lost += max(0, len(utterances) - len(texts))
             assert speech.wer(" ".join(refs), " ".join(texts)) <= 0.35, texts
         figures["segments_lost"] = lost
         assert lost == 0
+        index = [e.session_id for e in await archive.read_index()]
+        assert sorted(index) == sorted(ids), index
+        metrics = await archive.metrics_lines()
+        per_meeting = {m: sum(f"sessionId={m}," in line for line in metrics) for m in ids}
+        assert per_meeting == dict.fromkeys(ids, 1), (per_meeting, metrics)
+        async with httpx.AsyncClient(timeout=10) as http:
+            for meeting_id in ids:
+                for host in (0, 1):
+                    url = f"http://{lab.ip(host)}:8003/supie/meetings/{meeting_id}"
+                    resp = await http.get(url)
+                    assert resp.status_code == 200, (url, resp.text[:300])
+                    assert resp.json()["data"]["sessionId"] == meeting_id
+        events = await _finalized_events(js, set(ids))
+        assert events == dict.fromkeys(ids, 1), events
 
         # Delivered once, signed.
         def deliveries() -> dict[str, int]:
@@ -338,7 +406,12 @@ async def test_meetings_survive_a_nats_leader_and_a_meeting_replica_dying(
         await _until(lambda: all(deliveries().values()), 120, "a webhook per meeting")
         await asyncio.sleep(3)
         assert deliveries() == dict.fromkeys(ids, 1), deliveries()
-        figures["meetings"] = len(ids)
+        figures.update(
+            meetings=len(ids),
+            archive="nats",
+            finalized_events=sum(events.values()),
+            webhooks=sum(deliveries().values()),
+        )
         print(json.dumps({"test": "multihost", **figures}))
         for dev in badges:
             await dev.close()

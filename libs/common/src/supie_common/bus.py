@@ -24,6 +24,7 @@ __all__ = [
     "BusTimeout",
     "connect_nats",
     "ensure_events_stream",
+    "ensure_replicas",
     "ensure_stream",
     "ensure_transcripts_stream",
     "parse",
@@ -82,12 +83,15 @@ async def ensure_stream(
     replicas: int = 1,
 ) -> None:
     """Create the stream if missing (idempotent across replicas). ``replicas`` > 1 on a NATS
-    cluster (``nats.stream_replicas``), so the stream outlives the loss of its leader."""
+    cluster (``nats.stream_replicas``), so the stream outlives the loss of its leader; an
+    existing stream with fewer replicas is raised to ``replicas``."""
     try:
         await js.stream_info(name)
-        return
     except NotFoundError:
         pass
+    else:
+        await ensure_replicas(js, name, replicas)
+        return
     config = StreamConfig(
         name=name,
         subjects=subjects,
@@ -103,6 +107,23 @@ async def ensure_stream(
     except Exception as exc:  # another replica created it between our two calls
         await js.stream_info(name)
         logger.debug("stream {} already created elsewhere: {}", name, exc)
+
+
+async def ensure_replicas(js: JetStreamContext, name: str, replicas: int) -> None:
+    """Raise an existing stream's replica count to ``replicas`` (never lowered: another
+    replica's older setting must not shrink it). A cluster that cannot place them (fewer
+    nodes) keeps the stream as it is, with a warning."""
+    info = await js.stream_info(name)
+    config = info.config
+    if (config.num_replicas or 1) >= replicas:
+        return
+    config.num_replicas = replicas
+    try:
+        await js.update_stream(config)
+    except Exception as exc:
+        logger.warning("stream {}: cannot raise to {} replicas: {}", name, replicas, exc)
+        return
+    logger.info("stream {}: raised to {} replicas", name, replicas)
 
 
 async def ensure_events_stream(js: JetStreamContext, replicas: int = 1) -> None:

@@ -89,6 +89,9 @@ class Service(Generic[S]):
         await self.on_start()
         # Healthy only once the service actually takes work.
         await self.nc.subscribe(Subjects.health(self.name), queue=Queues.HEALTH, cb=self._health)
+        # "started" means taking work: every subscription has reached the server (nats-py only
+        # buffers a SUB), so a request sent right after from another connection finds us.
+        await self.nc.flush()
         logger.info("{} started as {}", self.name, self.instance_id)
 
     async def stop(self) -> None:

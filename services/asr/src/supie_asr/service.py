@@ -70,7 +70,7 @@ class AsrService(Service[AsrSettings]):
         cfg = self.settings.asr
         self.vad = SileroVad()
         self.js = self.nc.jetstream()
-        await ensure_transcripts_stream(self.js)
+        await ensure_transcripts_stream(self.js, self.settings.nats.stream_replicas)
         self.pool = EnginePool(cfg, self.models_dir())
         await self.pool.start()
         self.spawn(self._heartbeats(), name="asr-heartbeats", critical=True)

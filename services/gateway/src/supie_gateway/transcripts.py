@@ -76,7 +76,7 @@ class TranscriptRouter:
         self._stopped = False
 
     async def start(self) -> None:
-        await ensure_transcripts_stream(self.js)
+        await ensure_transcripts_stream(self.js, self.settings().nats.stream_replicas)
         config = ConsumerConfig(
             durable_name=Consumers.ROUTER,
             ack_policy=AckPolicy.EXPLICIT,

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from loguru import logger
+from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import BaseModel, ValidationError
@@ -54,6 +55,7 @@ from supie_common.settings import MeetingSection
 from .api import MeetingApi
 from .archive import ArchiveStore
 from .archive_files import FileArchive
+from .archive_nats import NatsArchive
 from .config import MeetingSettings
 from .console_api import CONSOLE_OPS, ConsoleApi
 from .finalize import Finalizer
@@ -78,12 +80,14 @@ ORPHAN_SWEEP_EVERY_S = 3600.0
 _TRANSIENT = (RedisError, OSError, TimeoutError, ServiceUnavailable)
 
 
-def build_archive(settings: MeetingSettings, redis: Redis) -> ArchiveStore:
-    """The configured archive backend."""
+async def build_archive(settings: MeetingSettings, redis: Redis, nc: NATS) -> ArchiveStore:
+    """The configured archive backend: local files (one host, or a shared volume, the index
+    serialised by a Redis lock), or JetStream (shared by every host, the index by
+    compare-and-set)."""
     cfg = settings.meeting
-    if cfg.archive.backend != "files":
-        raise ServiceUnavailable(
-            f"meeting.archive.backend {cfg.archive.backend!r} is not available in this build"
+    if cfg.archive.backend == "nats":
+        return await NatsArchive.open(
+            nc, cfg.archive.bucket, retention=cfg.retention, replicas=cfg.archive.replicas
         )
     return FileArchive(settings.data_dir, cfg.retention, index_lock=lambda: index_lock(redis))
 
@@ -118,9 +122,9 @@ class MeetingService(Service[MeetingSettings]):
         await asyncio.gather(*(redis.ping() for _ in range(REDIS_WARM_CONNECTIONS)))
         self.state = MeetingState(redis)
         js = self.nc.jetstream()
-        await ensure_events_stream(js)
+        await ensure_events_stream(js, self.settings.nats.stream_replicas)
         self.outbox = Outbox(self.nc, js)
-        store = build_archive(self.settings, redis)
+        store = await build_archive(self.settings, redis, self.nc)
         removed = await store.clean_leftovers()
         if removed:
             logger.info("archive: removed {} leftovers of interrupted writes", removed)
