@@ -516,7 +516,7 @@ async def test_crash_matrix(stack: Stack, process: str, timing: str) -> None:
                         seen[(item["ts"], item["text"])] = item["text"]
             return " ".join(seen[k] for k in sorted(seen))
 
-        # Finalize once everything said was transcribed, as a person would (or after 90 s).
+        # Finalize once everything said was transcribed, as a person would (or after 60 s).
         try:
             await badge.wait_for(lambda: _heard_all(sentences, pushed()), 60, "the transcript")
         except AssertionError:
@@ -531,7 +531,7 @@ async def test_crash_matrix(stack: Stack, process: str, timing: str) -> None:
             )  # fmt: skip
             delay = 0.05 if timing.endswith("+50 ms") else 0.0
             fin_ack, sends = await _finalize(badge, m, kill, delay)
-        finalize_sent = time.monotonic()
+        finalize_sent = time.monotonic()  # summary_s: from the answer to the summary
         summary = await badge.wait_for(
             lambda: next(
                 (s for s in badge.meeting_msgs("summary", sessionId=m) if not s.get("checkpoint")),
