@@ -649,3 +649,23 @@ def _table(rows: list[dict[str, Any]]) -> str:
     lines = [" | ".join(cols), " | ".join("---" for _ in cols)]
     lines += [" | ".join(str(r[c]) for c in cols) for r in rows]
     return "crash matrix:\n" + "\n".join(lines)
+
+
+@pytest.mark.timeout(90)
+async def test_a_summary_without_a_receipt_is_published_again(spawn_service: Any, nc: Any) -> None:
+    """The summary is a core NATS message: one lost (NATS restarting) never reached a badge that
+    stayed connected. Without a receipt it is published again, the same summary each time; once
+    the receipt is back, no more."""
+    await bus.replicas(spawn_service, nc, 1)
+    badge = await bus.Badge(nc, receipts=False).listen()
+    await badge.start()
+    await badge.say("we agreed to ship the release on friday")
+    await badge.finalize()
+    await bus.until(lambda: len(badge.of("summary")) >= 2, 30, "the summary published again")
+    first, second = badge.of("summary")[:2]
+    assert first == second
+    badge.receipts = True  # the next one is confirmed: the resends stop there
+    await bus.until(lambda: len(badge.of("summary")) >= 3, 30, "one more resend")
+    seen = len(badge.of("summary"))
+    await asyncio.sleep(10.0)  # past the next resend delay (8 s after the 4 s one)
+    assert len(badge.of("summary")) == seen
