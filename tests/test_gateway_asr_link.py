@@ -4,7 +4,9 @@ sent while the stream has no owner kept, routing context updates."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from typing import Any
 
 from nats.aio.client import Client as NATS
 from supie_common.contracts import AsrOpenRequest, Transcript
@@ -94,6 +96,33 @@ async def test_route_updates_the_context_of_later_transcripts(nc: NATS) -> None:
         assert asr.requests[sid].mode == "meeting"
         assert stream.req.mode == "meeting"  # a re-open carries it too
     finally:
+        await stream.close()
+        await asr.stop()
+
+
+async def test_a_route_during_the_open_reaches_the_owner(nc: NATS) -> None:
+    """A badge that reconnects opens its stream with listen start while its meeting is being
+    resumed: the route() that lands while the open is in flight must reach the new owner."""
+    asr = StandInAsr(nc, "slow")
+    answer = asr._on_open
+
+    async def slow_open(msg: Any) -> None:
+        await asyncio.sleep(0.5)
+        await answer(msg)
+
+    asr._on_open = slow_open  # type: ignore[method-assign]
+    await asr.start()
+    stream = AsrStream(nc, request(mode=None), _ignore, open_timeout_s=5.0)
+    opening = asyncio.create_task(stream.open())
+    try:
+        await asyncio.sleep(0.2)
+        await stream.route("meeting", "m-2")
+        await opening
+        sid = stream.stream_id
+        await eventually(lambda: asr.requests[sid].meeting_id == "m-2", 5, "the route")
+        assert asr.requests[sid].mode == "meeting"
+    finally:
+        await opening
         await stream.close()
         await asr.stop()
 

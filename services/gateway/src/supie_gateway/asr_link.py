@@ -100,6 +100,7 @@ class AsrStream:
         self._homeless = True  # no owner: keep for the next owner instead of sending
         self._closed = False
         self._reopen_now = asyncio.Event()
+        self._route_seq = 0  # where the latest routing context starts
 
     @property
     def acked(self) -> int:
@@ -146,6 +147,17 @@ class AsrStream:
         self._had_owner = True
         self.owner = reply.owner
         self.last_heartbeat = time.monotonic()
+        if (self.req.mode, self.req.meeting_id) != (req.mode, req.meeting_id):
+            # route() was called while this open was in flight (a badge that reconnects and
+            # resumes its meeting): the owner got the old context, so tell it now.
+            await self._publish_control(
+                AsrControl(
+                    action="route",
+                    mode=self.req.mode,
+                    meeting_id=self.req.meeting_id,
+                    at_seq=self._route_seq,
+                )
+            )
         await self._replay(resume)
         logger.info("asr stream {} owned by {} (resume seq {})", self.stream_id, self.owner, resume)
         return True
@@ -263,6 +275,7 @@ class AsrStream:
     async def route(self, mode: Mode | None, meeting_id: str | None) -> None:
         """Later transcripts of this stream carry this routing context."""
         self.req = self.req.model_copy(update={"mode": mode, "meeting_id": meeting_id})
+        self._route_seq = self.seq
         if self._closed:
             return
         ctl = AsrControl(action="route", mode=mode, meeting_id=meeting_id, at_seq=self.seq)

@@ -42,10 +42,21 @@ from .state import FinalizeBegin, MeetingState
 from .summarizer import Summarizer
 from .wire import error_frame, finalize_ack_frame, summary_frame, tail_frame
 
-__all__ = ["ACK_QUIET_S", "AckGate", "FinalizeAnswer", "Finalizer", "TAIL_ITEMS"]
+__all__ = [
+    "ACK_QUIET_S",
+    "AckGate",
+    "FinalizeAnswer",
+    "Finalizer",
+    "SUMMARY_RESEND_S",
+    "TAIL_ITEMS",
+]
 
 TAIL_ITEMS = 50  # transcript items sent with the final summary
 ACK_QUIET_S = 0.05  # generations start once no finalize ACK was prepared for this long
+# The summary travels on core NATS: one published while NATS restarts is lost even though the
+# badge is connected (a reconnect would have it redelivered, but it has no reason to reconnect).
+# So it is published again after each of these delays until its receipt comes back.
+SUMMARY_RESEND_S = (2.0, 4.0, 8.0, 16.0)
 
 
 class AckGate:
@@ -335,12 +346,14 @@ class Finalizer:
         cfg = self.config()
         device = meta.device_id
         if "summary_sent" not in meta.steps:
-            await self.outbox.frame(device, summary_frame(m, record), receipt=summary_receipt(m))
+            frame = summary_frame(m, record)
+            await self.outbox.frame(device, frame, receipt=summary_receipt(m))
             tail = tail_frame(
                 m, segments[-TAIL_ITEMS:], len(segments), budget=self.outbox.budget, final=True
             )
             await self.outbox.frame(device, tail)
             await self.state.mark(m, "summary_sent")
+            self.spawn(self._resend_until_delivered(m, device, frame), f"meeting-resend-{m}")
         metrics = FinalizeMetrics(
             segments_count=len(segments),
             checkpoint_count=meta.checkpoints,
@@ -429,6 +442,18 @@ class Finalizer:
             )
             await self.state.mark(m, "event_published")
         return True
+
+    async def _resend_until_delivered(self, m: str, device: str, frame: str) -> None:
+        for delay in SUMMARY_RESEND_S:
+            await asyncio.sleep(delay)
+            try:
+                meta = await self.state.meta(m)
+                if meta is None or meta.summary_delivered:
+                    return
+                logger.info("meeting {}: no receipt for its summary yet; publishing it again", m)
+                await self.outbox.frame(device, frame, receipt=summary_receipt(m))
+            except Exception as exc:  # Redis or NATS restarting: try at the next delay
+                logger.warning("meeting {}: summary resend failed: {}", m, exc)
 
     async def _remove(self, ids: list[str]) -> None:
         removed = 0
