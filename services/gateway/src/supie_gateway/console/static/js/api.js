@@ -63,7 +63,8 @@ export async function api(path, { method = "GET", body, raw = false, retries = 8
       continue;
     }
     if (RETRIED.has(resp.status) && attempt < retries) {
-      const after = Number(resp.headers.get("Retry-After")) * 1000 || delay;
+      // Jittered, so the page's calls refused together do not all come back together.
+      const after = Number(resp.headers.get("Retry-After")) * 1000 || delay * (0.5 + Math.random());
       const key = resp.status === 429 ? "err.429" : "err.503";
       banner("api", `${t(key)} ${Math.round(after / 1000)} ${t("err.seconds")}`, "error");
       await sleep(after);
