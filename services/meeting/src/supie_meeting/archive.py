@@ -11,13 +11,15 @@ local-folder implementation; a JetStream Object Store + KV backend implements th
 
 from __future__ import annotations
 
+import asyncio
 import re
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 from .models import ArchivedMeeting, IndexEntry, Segment, SegmentPreview, Shard
 
 __all__ = [
+    "IndexGroupCommit",
     "INLINE_MAX",
     "PREVIEW_SIZE",
     "SHARD_SIZE",
@@ -128,3 +130,46 @@ def merge_index(
     merged.append(entry)
     merged.sort(key=lambda e: e.sort_key, reverse=True)
     return merged[:retention], [e.session_id for e in merged[retention:]]
+
+
+class IndexGroupCommit:
+    """Group commit of index updates, for every backend: entries that arrive while an update is
+    being written go together into the next one (one read-modify-write for a burst of
+    finalizes). The ids a batch evicts are returned to one of its callers; when the writer is
+    interrupted, everyone waiting gets ``interrupted(reason)`` and tries again later."""
+
+    def __init__(
+        self,
+        apply: Callable[[list[IndexEntry]], Awaitable[list[str]]],
+        interrupted: Callable[[str], Exception],
+    ) -> None:
+        self._apply = apply
+        self._interrupted = interrupted
+        self._pending: list[tuple[IndexEntry, asyncio.Future[list[str]]]] = []
+        self._flushing = False
+
+    async def submit(self, entry: IndexEntry) -> list[str]:
+        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
+        self._pending.append((entry, done))
+        if not self._flushing:
+            self._flushing = True
+            try:
+                while self._pending:
+                    batch, self._pending = self._pending, []
+                    try:
+                        evicted = await self._apply([e for e, _ in batch])
+                    except BaseException as exc:
+                        for _, fut in batch:
+                            if not fut.done():
+                                fut.set_exception(self._interrupted(str(exc) or "cancelled"))
+                        raise
+                    for i, (_, fut) in enumerate(batch):
+                        if not fut.done():
+                            fut.set_result(evicted if i == 0 else [])
+            finally:
+                self._flushing = False
+                for _, fut in self._pending:
+                    if not fut.done():
+                        fut.set_exception(self._interrupted("index writer interrupted"))
+                self._pending = []
+        return await done

@@ -33,7 +33,7 @@ from loguru import logger
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from supie_common.files import append_line
 
-from .archive import merge_index, valid_session_id
+from .archive import IndexGroupCommit, merge_index, valid_session_id
 from .models import ArchivedMeeting, IndexEntry, Shard
 
 __all__ = ["CACHE_SIZE", "FileArchive", "IndexLock", "IndexUpdateInterrupted", "TEMP_GRACE_S"]
@@ -125,8 +125,7 @@ class FileArchive:
         self._index_lock: IndexLock = index_lock or (lambda: _local_lock(own))
         self._cache: OrderedDict[Path, tuple[int, int, Any]] = OrderedDict()
         self._cache_lock = threading.Lock()  # reads run in several worker threads at once
-        self._pending: list[tuple[IndexEntry, asyncio.Future[list[str]]]] = []
-        self._flushing = False
+        self._index_commit = IndexGroupCommit(self._apply, IndexUpdateInterrupted)
 
     def main_path(self, session_id: str) -> Path:
         return self.root / f"{session_id}.json"
@@ -150,30 +149,7 @@ class FileArchive:
         """Group commit: entries that arrive while an update is being written go together into
         the next one (one lock, one read-modify-write, one fsync for a burst of finalizes). The
         ids evicted by a batch are returned to one of its callers."""
-        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, done))
-        if not self._flushing:
-            self._flushing = True
-            try:
-                while self._pending:
-                    batch, self._pending = self._pending, []
-                    try:
-                        evicted = await self._apply([e for e, _ in batch])
-                    except BaseException as exc:
-                        for _, fut in batch:
-                            if not fut.done():
-                                fut.set_exception(IndexUpdateInterrupted(str(exc) or "cancelled"))
-                        raise
-                    for i, (_, fut) in enumerate(batch):
-                        if not fut.done():
-                            fut.set_result(evicted if i == 0 else [])
-            finally:
-                self._flushing = False
-                for _, fut in self._pending:  # the writer was interrupted: they try again later
-                    if not fut.done():
-                        fut.set_exception(IndexUpdateInterrupted("index writer interrupted"))
-                self._pending = []
-        return await done
+        return await self._index_commit.submit(entry)
 
     async def _apply(self, entries: list[IndexEntry]) -> list[str]:
         def rewrite() -> list[str]:

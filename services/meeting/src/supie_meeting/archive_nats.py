@@ -49,7 +49,7 @@ from nats.js.object_store import ObjectStore
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from supie_common.bus import ensure_replicas
 
-from .archive import merge_index, valid_session_id
+from .archive import IndexGroupCommit, merge_index, valid_session_id
 from .models import ArchivedMeeting, IndexEntry, Shard
 
 __all__ = [
@@ -169,8 +169,7 @@ class NatsArchive:
         self.leftover_grace_s = leftover_grace_s
         self.index_conflicts = 0  # compare-and-set retries (another writer was first)
         self._cache: OrderedDict[str, tuple[str, BaseModel]] = OrderedDict()
-        self._pending: list[tuple[IndexEntry, asyncio.Future[list[str]]]] = []
-        self._flushing = False
+        self._index_commit = IndexGroupCommit(self._apply, ArchiveUnavailable)
 
     @classmethod
     async def open(
@@ -349,30 +348,7 @@ class NatsArchive:
     async def update_index(self, entry: IndexEntry) -> list[str]:
         """Group commit (a burst of finalizes here is one compare-and-set); the ids evicted by a
         batch are returned to one of its callers."""
-        done: asyncio.Future[list[str]] = asyncio.get_running_loop().create_future()
-        self._pending.append((entry, done))
-        if not self._flushing:
-            self._flushing = True
-            try:
-                while self._pending:
-                    batch, self._pending = self._pending, []
-                    try:
-                        evicted = await self._apply([e for e, _ in batch])
-                    except BaseException as exc:
-                        for _, fut in batch:
-                            if not fut.done():
-                                fut.set_exception(ArchiveUnavailable(str(exc) or "cancelled"))
-                        raise
-                    for i, (_, fut) in enumerate(batch):
-                        if not fut.done():
-                            fut.set_result(evicted if i == 0 else [])
-            finally:
-                self._flushing = False
-                for _, fut in self._pending:
-                    if not fut.done():
-                        fut.set_exception(ArchiveUnavailable("index writer interrupted"))
-                self._pending = []
-        return await done
+        return await self._index_commit.submit(entry)
 
     async def _apply(self, entries: list[IndexEntry]) -> list[str]:
         deadline = time.monotonic() + WRITE_RETRY_S
