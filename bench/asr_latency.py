@@ -202,8 +202,13 @@ def plain_transcribe(clips: list[Clip], threads: int, language: str) -> dict[str
     list(model.transcribe(np.zeros(16000, dtype=np.float32), **options)[0])  # warm up
     total = 0.0
     refs, heard, clean = [], [], []
+    import ctranslate2
+
     for clip in clips:
         for audio, hyps in ((clip.heard(), heard), (clip.pcm, clean)):
+            # temperature fallback samples: a fixed seed makes the reference repeatable (as
+            # the pipeline seeds its own sampled decodes)
+            ctranslate2.set_random_seed(1234)
             started = time.perf_counter()
             segments, _ = model.transcribe(audio.astype(np.float32) / 32768.0, **options)
             hyps.append(to_simplified(" ".join(s.text for s in segments)))
@@ -250,6 +255,8 @@ async def run(use_gateway: bool, threads: int, language: str) -> dict[str, Any]:
                 SUPIE_SERVER__WS_PORT=str(ws_port),
                 SUPIE_SERVER__HTTP_PORT=str(free_port()),
                 SUPIE_SERVER__IP="127.0.0.1",
+                # the gateway opens each stream in the device's language (one config for all)
+                SUPIE_ASR__LANGUAGE=language,
             )
             await wait_port(ws_port)
         await wait_asr_ready(nc)
@@ -320,6 +327,11 @@ async def run(use_gateway: bool, threads: int, language: str) -> dict[str, Any]:
                 if ends:
                     idx = ended.pop(max(ends))
                     latencies.append((arrival - sent_at[idx]) * 1000 - MIN_SILENCE_MS)
+                    print(
+                        f"  endpoint {latencies[-1]:.0f} ms (compute {final.compute_ms} ms, "
+                        f"{final.audio_ms} ms of audio)",
+                        file=sys.stderr,
+                    )
             if use_gateway:
                 collector.cancel()
                 await dev.close()

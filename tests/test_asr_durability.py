@@ -376,3 +376,67 @@ async def test_a_final_survives_a_nats_outage(spawn_service: Any, tmp_path: Path
     finally:
         await nc.close()
         server.stop()
+
+
+@pytest.mark.timeout(180)
+async def test_frames_the_bus_lost_are_replayed_not_transcribed_around(
+    spawn_service: Any, nc: NATS
+) -> None:
+    """Core NATS drops what is published to a subscription that is not back yet (nats-server
+    restarted and the gateway reconnected before the asr): the owner sees the hole in the
+    sequence numbers, hands the stream back without finishing the utterance, and the gateway's
+    replay from ``committed_seq`` gives the next owner the whole sentence."""
+    from supie_gateway.asr_link import AsrStream
+
+    (proc,) = await replicas(spawn_service, nc, 1)
+    pcm = speech.samples("meeting_us")
+    spans = speech.sentence_spans(pcm)
+    sentences = speech.references()["meeting_us"]
+    dev = device()
+    finals = Finals()
+    await finals.start(nc, dev)
+    req = AsrOpenRequest(
+        device_id=dev,
+        session_id=uuid.uuid4().hex,
+        gateway_id="test-gw",
+        frame_duration_ms=FRAME_MS,
+        meeting_id="m-gap",
+        mode="meeting",
+    )
+
+    async def on_transcript(t: Transcript) -> None:
+        return None
+
+    stream = AsrStream(nc, req, on_transcript)
+    # ~0.9 s in the middle of sentence 2 never reach the first owner
+    first_lost = (spans[1][0] + spans[1][1]) // 2 // (16 * FRAME_MS)
+    lost = range(first_lost, first_lost + 15)
+    publish_frame = stream._publish_frame
+
+    async def lossy_bus(seq: int, payload: bytes) -> None:
+        if seq in lost and stream.reopens == 0:
+            return
+        await publish_frame(seq, payload)
+
+    stream._publish_frame = lossy_bus  # type: ignore[method-assign]
+    await stream.open()
+    try:
+        packets = OpusEncoder(frame_ms=FRAME_MS).encode_all(pcm)
+        start = time.monotonic()
+        for i, packet in enumerate(packets):
+            delay = start + i * FRAME_MS / 1000 / 4.0 - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await stream.send_audio(packet)
+        got = await finals.wait_for(3, within_s=60)
+        await asyncio.sleep(1.0)  # nothing more (no duplicate) arrives
+        texts = [t.text for t in got]
+        assert len(got) == 3, texts
+        assert speech.wer(sentences[1], texts[1]) <= 0.2, texts  # the hole was filled
+        assert speech.wer(" ".join(sentences), " ".join(texts)) <= 0.15, texts
+        assert stream.reopens >= 1
+        assert "handing it back for a replay" in proc.log()
+        assert all(t.meeting_id == "m-gap" for t in got)
+    finally:
+        await stream.close()
+        await finals.stop()

@@ -134,3 +134,36 @@ def test_engine_interface_is_what_the_service_uses(engine: AsrEngine, base: AsrE
     assert AsrEngine.__abstractmethods__ == frozenset({"transcribe_batch"})
     assert not engine.multilingual and base.multilingual
     assert "zh" in base.language_codes and engine.language_codes == {"en"}
+
+
+def test_a_sentence_answered_with_the_primer_is_decoded_again_without_it(
+    base: AsrEngine,
+) -> None:
+    """Primed with "以下是普通话的句子。", whisper base answers some sentences with the primer
+    itself: the second sentence of ``zh_weather_fast`` as the badge's Opus audio delivers it, cut
+    by the segmenter, with the first as context (measured). Dropping the echo lost the whole
+    sentence; it is now decoded again unprimed, and that text is not used as context."""
+    from supie_asr.segmenter import Segmenter, SegmenterConfig
+    from supie_asr.vad import SileroVad
+    from supie_common.audio import OpusDecoder, OpusEncoder
+
+    raw = speech.samples("zh_weather_fast")
+    decoder = OpusDecoder()
+    heard = (
+        np.concatenate(
+            [decoder.decode(p) for p in OpusEncoder(frame_ms=60).encode_all(raw)]
+        ).astype(np.float32)
+        / 32768.0
+    )
+    vad, seg = SileroVad(), Segmenter(SegmenterConfig())
+    state, utts = vad.new_state(), []
+    for i in range(0, len(heard), 960):
+        windows, probs = vad.process(state, heard[i : i + 960])
+        utts.extend(seg.push(windows, probs))
+    refs = speech.references("zh")["zh_weather_fast"]
+    assert len(utts) == len(refs)
+    first = base.transcribe_batch([Request(utts[0].audio, "zh")])[0]
+    second = base.transcribe_batch([Request(utts[1].audio, "zh", context=first.text)])[0]
+    assert second.unprimed and not first.unprimed
+    assert has_cjk(second.text) and "普通话" not in second.text
+    assert speech.cer(refs[1], second.text) <= 0.7, second.text  # measured 0.64

@@ -98,3 +98,46 @@ def test_max_utterance_forces_a_cut(vad: SileroVad) -> None:
     utts = run(vad, seg, pcm)
     forced = [u for u in utts if u.reason == "max_length"]
     assert forced and all(u.end_ms - u.start_ms <= 2200 for u in forced)
+
+
+@pytest.mark.parametrize("name", ["meeting_us", "weather_fast"])
+def test_the_settled_utterance_is_the_cut_to_come_and_comes_sooner(
+    vad: SileroVad, name: str
+) -> None:
+    """Decode-ahead input: once a pause has all of an utterance's audio, ``settled()`` gives
+    exactly what the silence cut gives later (same audio, same place), while the cut still
+    waits for the rest of ``min_silence_ms``."""
+    seg = Segmenter(SegmenterConfig(min_silence_ms=500))
+    state = vad.new_state()
+    audio = speech.samples(name).astype(np.float32) / 32768.0
+    first_settled: dict[tuple[int, int], tuple[int, Utterance]] = {}
+    cuts: list[tuple[int, Utterance]] = []
+    for i in range(0, len(audio), 960):
+        windows, probs = vad.process(state, audio[i : i + 960])
+        for utt in seg.push(windows, probs):
+            cuts.append((seg.now_ms, utt))
+        ahead = seg.settled()
+        if ahead is not None:
+            first_settled.setdefault((ahead.first_window, ahead.end_ms), (seg.now_ms, ahead))
+    assert len(cuts) == len(speech.references()[name])
+    for cut_at, utt in cuts:
+        settled_at, ahead = first_settled[(utt.first_window, utt.end_ms)]
+        assert np.array_equal(ahead.audio, utt.audio)
+        assert (ahead.start_ms, ahead.voiced_ms) == (utt.start_ms, utt.voiced_ms)
+        assert cut_at - settled_at >= 100  # the head start decode-ahead gets (60 ms frames)
+    assert seg.settled() is None  # after the last cut: nothing pending
+
+
+def test_nothing_settles_while_speaking_or_in_manual_mode(vad: SileroVad) -> None:
+    audio = speech.samples("meeting_us").astype(np.float32) / 32768.0
+    for seg in (Segmenter(SegmenterConfig()), Segmenter(SegmenterConfig(), vad_cuts=False)):
+        state = vad.new_state()
+        settled_while_speaking = 0
+        for i in range(0, len(audio), 960):
+            windows, probs = vad.process(state, audio[i : i + 960])
+            seg.push(windows, probs)
+            if seg.settled() is not None and probs.size and probs[-1] >= 0.5:
+                settled_while_speaking += 1
+            if not seg.vad_cuts:
+                assert seg.settled() is None
+        assert settled_while_speaking == 0

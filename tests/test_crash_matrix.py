@@ -410,7 +410,8 @@ async def _finalize(
     badge: Badge, m: str, kill: Callable[[], None] | None, delay_s: float
 ) -> tuple[dict[str, Any] | None, int]:
     """Send the finalize (and kill ``delay_s`` later) until it is acknowledged; a badge that
-    missed the ack of a finalize that went through is told NO_ACTIVE_MEETING on its next try."""
+    missed the ack of a finalize that went through gets it again on its next try (idempotent),
+    or NO_ACTIVE_MEETING once ``finalize_repeat_window_s`` has passed."""
     sends = 0
     deadline = time.monotonic() + 150
     while time.monotonic() < deadline:
@@ -442,26 +443,10 @@ async def _finalize(
     raise AssertionError("the finalize was never answered")
 
 
-# Confirmed product bug (issue 11, "rides out a NATS restart without losing accepted work"): audio
-# frames the gateway publishes (core NATS) while the asr's subscription is not yet back after a
-# nats-server restart are skipped by the asr as gaps (``released: ... 26 gaps``) and never
-# replayed, although the gateway still holds them (it keeps every frame from committed_seq and
-# replays only when the owner goes silent or closes). Whether it bites depends on which client
-# reconnects first (about one run in two here), hence not strict.
-NATS_AUDIO_GAP = (
-    "asr skips the audio frames lost while NATS restarts (gaps) instead of having the gateway "
-    "replay them from committed_seq: part of the sentence in progress is lost when the gateway "
-    "reconnects before the asr has resubscribed"
-)
-CASES = [
-    pytest.param(
-        p, t, id=f"{p}-{t.replace(' ', '')}",
-        marks=[pytest.mark.xfail(strict=False, reason=NATS_AUDIO_GAP)]
-        if (p, t) == ("nats-server", "mid-stream") else [],
-    )
-    for p in PROCESSES
-    for t in TIMINGS
-]  # fmt: skip
+# nats-server restart mid-stream: core NATS drops the frames the gateway publishes while the asr's
+# subscription is not yet back. The asr hands such a stream back (on its reconnect, and on any
+# hole in the frame sequence) and the gateway replays from committed_seq: no sentence loses words.
+CASES = [pytest.param(p, t, id=f"{p}-{t.replace(' ', '')}") for p in PROCESSES for t in TIMINGS]
 
 
 @pytest.mark.slow

@@ -165,6 +165,29 @@ async def test_an_empty_meeting_is_answered_but_not_archived(
     assert await bus.finalized_events(nc, {m}, within=1.0) == {}
     # After it, the device has no meeting again.
     assert (await badge.snippet("late"))["code"] == "NO_ACTIVE_MEETING"
+    # A finalize repeated soon after is that meeting's again (idempotent), and still archives
+    # nothing.
+    ack, again = await badge.finalize()
+    assert ack["sessionId"] == m and ack["idempotent"] is True
+    assert again["phase"] == "summary" and again["idempotent"] and again["bullets"] == []
+    await asyncio.sleep(0.5)
+    assert not (root / f"{m}.json").exists()
+
+
+@pytest.mark.timeout(60)
+async def test_a_finalize_after_the_repeat_window_finds_no_meeting(
+    spawn_service: Any, nc: NATS
+) -> None:
+    await replicas(spawn_service, nc, 1, {"SUPIE_MEETING__FINALIZE_REPEAT_WINDOW_S": "1"})
+    badge = await Badge(nc).listen()
+    m = await badge.start()
+    await badge.say("We decided to ship on Friday.")
+    await badge.finalize()
+    await badge.wait(lambda: badge.of("summary"))
+    await until(lambda: badge.of("transcript", final=True), 10)
+    await asyncio.sleep(1.5)
+    fin = (await badge.finalize())[0]
+    assert fin["code"] == "NO_ACTIVE_MEETING" and fin["phase"] == "finalize", (m, fin)
 
 
 @pytest.mark.timeout(60)

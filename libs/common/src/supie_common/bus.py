@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import nats
@@ -40,11 +40,14 @@ async def connect_nats(
     *,
     connect_timeout_s: float = 5.0,
     on_closed: Callable[[], None] | None = None,
+    on_reconnected: Callable[[], Awaitable[None]] | None = None,
 ) -> NATS:
     """Connect and keep reconnecting forever; state changes are logged once each.
 
     ``on_closed`` runs if the connection is ever closed for good (not by our own drain/close:
     e.g. the server refused a protocol line), so the owner can exit and be restarted.
+    ``on_reconnected`` runs after each reconnect: core NATS dropped whatever was published to
+    our subscriptions while we were away, and the owner may have to recover it.
     """
 
     async def on_error(exc: Exception) -> None:
@@ -53,8 +56,10 @@ async def connect_nats(
     async def on_disconnected() -> None:
         logger.warning("nats disconnected ({})", name)
 
-    async def on_reconnected() -> None:
+    async def on_reconnected_cb() -> None:
         logger.info("nats reconnected ({})", name)
+        if on_reconnected is not None:
+            await on_reconnected()
 
     async def on_closed_cb() -> None:
         if on_closed is not None:
@@ -69,7 +74,7 @@ async def connect_nats(
         allow_reconnect=True,
         error_cb=on_error,
         disconnected_cb=on_disconnected,
-        reconnected_cb=on_reconnected,
+        reconnected_cb=on_reconnected_cb,
         closed_cb=on_closed_cb,
     )
 

@@ -81,6 +81,7 @@ class Service(Generic[S]):
             self.instance_id,
             connect_timeout_s=self.settings.nats.connect_timeout_s,
             on_closed=lambda: self.fail("the NATS connection was closed for good"),
+            on_reconnected=self._bus_reconnected,
         )
         if self.settings.redis.url:
             self.redis = connect_redis(self.settings.redis.url)
@@ -178,8 +179,16 @@ class Service(Generic[S]):
     async def on_config(self, old: S, new: S, keys: list[str]) -> None:
         """Apply a validated new configuration (``self.settings`` is already ``new``)."""
 
+    def on_bus_reconnected(self) -> None:
+        """NATS came back: messages published to our subscriptions meanwhile are gone. Must not
+        block (it runs in the client's reconnect path): spawn the recovery."""
+
     def health_detail(self) -> dict[str, Any]:
         return {}
+
+    async def _bus_reconnected(self) -> None:
+        if not self.stopping:
+            self.on_bus_reconnected()
 
     # -- health and config ---------------------------------------------------------------------
     async def _health(self, msg: Msg) -> None:

@@ -290,6 +290,12 @@ class AsrSection(Section):
     min_speech_ms: int = Field(default=250, ge=0)
     max_utterance_s: float = Field(default=30.0, gt=1)
     partials: bool = False
+    decode_ahead: bool = Field(
+        default=True,
+        description="decode an utterance once its audio is in, while the end-of-speech silence "
+        "is still being waited out (its final comes ~200 ms sooner; a pause that turns out "
+        "shorter wastes that decode)",
+    )
     partial_interval_ms: int = 1000
     heartbeat_ms: int = 500
     max_buffer_s: float = Field(default=60.0, gt=1, description="per-stream backlog before drops")
@@ -534,6 +540,12 @@ class MeetingSection(Section):
     )
     finalize_per_minute: int = Field(
         default=10, ge=1, description="finalize requests accepted per device per minute"
+    )
+    finalize_repeat_window_s: float = Field(
+        default=300,
+        ge=0,
+        description="a finalize from a device whose meeting was finalized this recently gets "
+        "that meeting's ACK and summary again (idempotent: a retry after a lost ACK); 0 = off",
     )
     summary_deadline_s: float = Field(
         default=30.0, gt=0, description="an LLM summary slower than this falls back to local"

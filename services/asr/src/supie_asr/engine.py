@@ -58,6 +58,7 @@ class EngineResult:
     temperature: float = 0.0
     compression_ratio: float = 0.0
     trimmed: bool = False  # a repetition loop was cut
+    unprimed: bool = False  # the primed decode echoed the primer; this one had none
 
 
 class AsrEngine(ABC):
@@ -88,6 +89,27 @@ class _Attempt:
     # the text is the initial prompt again: what whisper says on silence once primed (its
     # no-speech probability drops under the primer); dropped, never a fallback candidate
     echo: bool = False
+    unprimed: bool = False  # decoded without the language's initial prompt (see _decode)
+
+
+@dataclass
+class _Batch:
+    """One engine call's encoder output and what every decode of it needs."""
+
+    encoded: Any  # ctranslate2.StorageView [size, frames, dim]
+    size: int
+    tokenizers: list[Any]
+    primers: list[str]
+    longest_s: float
+    _as_array: np.ndarray | None = None
+
+    def rows(self, indices: list[int], ct2: Any) -> Any:
+        """The encoder output of some of the batch's utterances."""
+        if len(indices) == self.size:
+            return self.encoded
+        if self._as_array is None:
+            self._as_array = np.asarray(self.encoded)
+        return ct2.StorageView.from_array(np.ascontiguousarray(self._as_array[indices]))
 
 
 class FasterWhisperEngine(AsrEngine):
@@ -157,7 +179,9 @@ class FasterWhisperEngine(AsrEngine):
             self._suppress = list(get_suppressed_tokens(tokenizer, [-1]) or [])
         return self._suppress
 
-    def _prompt(self, tokenizer: Any, language: str, context: str) -> list[int]:
+    def _prompt(
+        self, tokenizer: Any, language: str, context: str, *, primed: bool = True
+    ) -> list[int]:
         """As ``transcribe()`` builds it: previous text (the language's initial prompt, then
         what the stream said before) after ``<|startofprev|>``, at most half the decoder's
         window, then the start-of-transcript sequence without timestamps.
@@ -167,7 +191,7 @@ class FasterWhisperEngine(AsrEngine):
         only when <|startoftranscript|> sits at the same place in every prompt, so streams that
         have said enough share decoder calls."""
         limit = self.model.max_length // 2 - 1
-        primer_text = self.cfg.initial_prompts.get(language, "").strip()
+        primer_text = self.cfg.initial_prompts.get(language, "").strip() if primed else ""
         primer = tokenizer.encode(" " + primer_text)[:limit] if primer_text else []
         said = tokenizer.encode(" " + context.strip()) if context.strip() else []
         total = len(primer) + len(said)
@@ -190,52 +214,76 @@ class FasterWhisperEngine(AsrEngine):
         encoded = self.model.model.encode(self._ct2.StorageView.from_array(features), to_cpu=True)
         languages = self._languages(requests, encoded)
         tokenizers = [self._tokenizer(lang) for lang in languages]
+        contexts = [r.context if self.cfg.condition_on_previous_text else "" for r in requests]
+        batch = _Batch(
+            encoded=encoded,
+            size=len(requests),
+            tokenizers=tokenizers,
+            primers=[self.cfg.initial_prompts.get(lang, "") for lang in languages],
+            longest_s=max(len(r.audio) for r in requests) / 16000,
+        )
         prompts = [
-            self._prompt(tok, lang, r.context if self.cfg.condition_on_previous_text else "")
-            for r, tok, lang in zip(requests, tokenizers, languages, strict=True)
+            self._prompt(tok, lang, ctx)
+            for tok, lang, ctx in zip(tokenizers, languages, contexts, strict=True)
         ]
-        longest_s = max(len(r.audio) for r in requests) / 16000
-        # room for fast speech at temperature 0 (loops are trimmed); a sampled fallback may not
-        # outrun a fast speaker (~6 tokens/s): high temperatures babble (Mandarin on an English
-        # model became a 46-word story for 14 syllables)
-        limit = self.model.max_length // 2
-        max_new = int(min(limit, 16 + 15 * longest_s))
-        max_sampled = int(min(limit, 8 + 6 * longest_s))
         attempts: list[list[_Attempt]] = [[] for _ in requests]
-        encoded_np: np.ndarray | None = None
-        # CTranslate2 decodes a batch together only when <|startoftranscript|> sits at the
-        # same place in every prompt: one decoder call per previous-text length
-        groups: dict[int, list[int]] = {}
-        for i, prompt in enumerate(prompts):
-            groups.setdefault(prompt.index(tokenizers[i].sot), []).append(i)
-        for group in groups.values():
-            todo = group
-            for temperature in self.cfg.temperatures:
-                if not todo:
-                    break
-                if len(todo) == len(requests):
-                    sub = encoded
-                else:
-                    if encoded_np is None:
-                        encoded_np = np.asarray(encoded)
-                    rows = np.ascontiguousarray(encoded_np[todo])
-                    sub = self._ct2.StorageView.from_array(rows)
-                done = self._generate(
-                    sub,
-                    [prompts[i] for i in todo],
-                    [tokenizers[i] for i in todo],
-                    [self.cfg.initial_prompts.get(languages[i], "") for i in todo],
-                    max_new if temperature == 0 else max_sampled,
-                    temperature,
-                )
-                for i, attempt in zip(todo, done, strict=True):
-                    attempts[i].append(attempt)
-                todo = [i for i in todo if self._needs_fallback(attempts[i][-1])]
+        self._decode(batch, list(range(len(requests))), prompts, attempts)
+        # Primed with "以下是普通话的句子。", whisper sometimes says the primer back instead of
+        # the sentence (a whole sentence lost): those are decoded again without the primer.
+        echoed = [i for i, tried in enumerate(attempts) if tried[-1].echo]
+        if echoed:
+            unprimed = [
+                self._prompt(tok, lang, ctx, primed=False)
+                for tok, lang, ctx in zip(tokenizers, languages, contexts, strict=True)
+            ]
+            self._decode(batch, echoed, unprimed, attempts, unprimed=True)
         share = int((time.perf_counter() - started) * 1000 / len(requests))
         return [
             self._result(attempts[i], languages[i], tokenizers[i], share)
             for i in range(len(requests))
         ]
+
+    def _decode(
+        self,
+        batch: _Batch,
+        indices: list[int],
+        prompts: list[list[int]],
+        attempts: list[list[_Attempt]],
+        *,
+        unprimed: bool = False,
+    ) -> None:
+        """Decode ``indices`` of the batch at temperature 0, then again at each higher
+        temperature those whose result fails the quality checks; appends to ``attempts``.
+        An unprimed retry is decoded at temperature 0 only: it is a second opinion, and
+        sampling after it would cost up to five more decodes of a sentence already late."""
+        # room for fast speech at temperature 0 (loops are trimmed); a sampled fallback may not
+        # outrun a fast speaker (~6 tokens/s): high temperatures babble (Mandarin on an English
+        # model became a 46-word story for 14 syllables)
+        limit = self.model.max_length // 2
+        max_new = int(min(limit, 16 + 15 * batch.longest_s))
+        max_sampled = int(min(limit, 8 + 6 * batch.longest_s))
+        # CTranslate2 decodes a batch together only when <|startoftranscript|> sits at the
+        # same place in every prompt: one decoder call per previous-text length
+        groups: dict[int, list[int]] = {}
+        for i in indices:
+            groups.setdefault(prompts[i].index(batch.tokenizers[i].sot), []).append(i)
+        for group in groups.values():
+            todo = group
+            for temperature in self.cfg.temperatures[:1] if unprimed else self.cfg.temperatures:
+                if not todo:
+                    break
+                done = self._generate(
+                    batch.rows(todo, self._ct2),
+                    [prompts[i] for i in todo],
+                    [batch.tokenizers[i] for i in todo],
+                    [batch.primers[i] for i in todo],
+                    max_new if temperature == 0 else max_sampled,
+                    temperature,
+                )
+                for i, attempt in zip(todo, done, strict=True):
+                    attempt.unprimed = unprimed
+                    attempts[i].append(attempt)
+                todo = [i for i in todo if self._needs_fallback(attempts[i][-1])]
 
     def _generate(
         self,
@@ -336,6 +384,7 @@ class FasterWhisperEngine(AsrEngine):
             temperature=chosen.temperature,
             compression_ratio=chosen.compression_ratio,
             trimmed=trimmed,
+            unprimed=chosen.unprimed,
         )
 
     def _languages(self, requests: Sequence[Request], encoded: Any) -> list[str]:

@@ -70,7 +70,9 @@ class Recognizer:
     def _take_batch(self) -> list[Job]:
         jobs: list[Job] = []
         while len(jobs) < self.batch_max and not self._finals.empty():
-            jobs.append(self._finals.get_nowait())
+            job = self._finals.get_nowait()
+            if not job.future.cancelled():  # a decode-ahead the speaker made void
+                jobs.append(job)
         if not jobs and self._partials:
             jobs = self._partials[: self.batch_max]
             del self._partials[: len(jobs)]

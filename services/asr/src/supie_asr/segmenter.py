@@ -114,19 +114,24 @@ class Segmenter:
             self._trim()
         return out
 
+    def settled(self) -> Utterance | None:
+        """The utterance a silence cut will give if this pause lasts ``min_silence_ms``, once
+        all of its audio (up to the pad and decode margin after the last voiced window) is in:
+        decoded ahead, its final is ready when the pause turns out long enough. ``None`` while
+        speaking, in manual mode, or when a cut would give nothing."""
+        if not self.vad_cuts or self.silence_start is None or self.last_voiced is None:
+            return None
+        if self.index - 1 < self.last_voiced + self._pad_w + self._margin_w:
+            return None
+        return self._assemble("silence")
+
     def flush(self) -> Utterance | None:
         """The pending utterance now (listen stop, flush, close, manual boundary)."""
         return self._cut("flush") if self.speech_start is not None else None
 
-    def _cut(self, reason: str) -> Utterance | None:
+    def _assemble(self, reason: str) -> Utterance | None:
+        """The pending utterance as a cut now would give it (state unchanged)."""
         assert self.speech_start is not None and self.last_voiced is not None
-        now_ms = self.now_ms
-        if self.silence_start is not None:
-            silence_start_ms = self.silence_start * WINDOW_MS
-            # a duration, never a timestamp (see SPEC §4)
-            silence_duration_ms = now_ms - silence_start_ms
-        else:
-            silence_duration_ms = 0
         first = max(self.speech_start - self._pad_w, 0)
         last = min(self.last_voiced + self._pad_w, self.index - 1)
         if reason == "max_length":
@@ -134,8 +139,27 @@ class Segmenter:
         lo = first - self._margin_w
         hi = last + self._margin_w
         chunks = [w for i, w in self._windows if lo <= i <= hi]
+        if self.voiced < self._min_voiced_w or not chunks:
+            return None
+        return Utterance(
+            start_ms=first * WINDOW_MS,
+            end_ms=(last + 1) * WINDOW_MS,
+            audio=np.concatenate(chunks),
+            voiced_ms=self.voiced * WINDOW_MS,
+            reason=reason,
+            first_window=max(lo, 0),
+        )
+
+    def _cut(self, reason: str) -> Utterance | None:
+        assert self.speech_start is not None
+        if self.silence_start is not None:
+            # a duration, never a timestamp (see SPEC §4)
+            silence_duration_ms = self.now_ms - self.silence_start * WINDOW_MS
+        else:
+            silence_duration_ms = 0
+        utt = self._assemble(reason)
         voiced = self.voiced
-        start_ms, end_ms = first * WINDOW_MS, (last + 1) * WINDOW_MS
+        start_ms = max(self.speech_start - self._pad_w, 0) * WINDOW_MS
         if reason == "max_length":
             # keep going: the speech continues in a fresh utterance from the next window
             self.speech_start = self.index
@@ -146,24 +170,14 @@ class Segmenter:
         self.silence_start = None
         self.voiced = 0
         logger.debug(
-            "stream {} utterance end ({}): {}..{} ms, voiced {} ms, silence_duration_ms={}",
+            "stream {} utterance end ({}): from {} ms, voiced {} ms, silence_duration_ms={}",
             self.stream_id,
             reason,
             start_ms,
-            end_ms,
             voiced * WINDOW_MS,
             silence_duration_ms,
         )
-        if voiced < self._min_voiced_w or not chunks:
-            return None
-        return Utterance(
-            start_ms=start_ms,
-            end_ms=end_ms,
-            audio=np.concatenate(chunks),
-            voiced_ms=voiced * WINDOW_MS,
-            reason=reason,
-            first_window=max(lo, 0),
-        )
+        return utt
 
     def _trim(self) -> None:
         """Keep only the pre-roll while idle; the whole utterance (plus pre-roll) while speaking."""

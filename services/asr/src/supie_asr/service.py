@@ -50,7 +50,7 @@ class AsrService(Service[AsrSettings]):
     def __init__(self, settings: AsrSettings, **kwargs: Any) -> None:
         super().__init__(settings, **kwargs)
         self.streams: dict[str, StreamWorker] = {}
-        self._subs: dict[str, Any] = {}
+        self._subs: dict[str, tuple[StreamWorker, Any]] = {}
         self.pool: EnginePool | None = None
         self.vad: SileroVad | None = None
         self.js: JetStreamContext | None = None
@@ -62,6 +62,7 @@ class AsrService(Service[AsrSettings]):
         self._open_sub: Any = None
         self.dropped_ms_total = 0
         self.bad_frames_total = 0
+        self.decoded_ahead_total = 0
 
     def models_dir(self) -> Path:
         return self.settings.asr.models_dir or self.settings.data_dir / "models"
@@ -91,6 +92,13 @@ class AsrService(Service[AsrSettings]):
             await self.pool.stop()
         self._vad_pool.shutdown(wait=False, cancel_futures=True)
 
+    def on_bus_reconnected(self) -> None:
+        # Audio and boundaries the gateways published while our subscriptions were not yet
+        # back on the server are gone; the gateways still hold them (from committed_seq), so
+        # every stream is handed back and replayed to its next owner.
+        for worker in list(self.streams.values()):
+            worker.abort("NATS reconnected")
+
     async def on_config(self, old: AsrSettings, new: AsrSettings, keys: list[str]) -> None:
         if any(
             k.startswith(("asr.model", "asr.engine", "asr.compute_type", "asr.cpu_threads"))
@@ -108,6 +116,8 @@ class AsrService(Service[AsrSettings]):
             + sum(s.bad_frames for s in self.streams.values()),
             "recognizer_backlog": rec.backlog if rec else 0,
             "utterances": rec.utterances if rec else 0,
+            "decoded_ahead": self.decoded_ahead_total
+            + sum(s.decoded_ahead for s in self.streams.values()),
             "batches": rec.batches if rec else 0,
             "engine_busy_s": round(rec.busy_s, 3) if rec else 0,
             "models": sorted(rec.recognizers) if rec else [],
@@ -147,7 +157,13 @@ class AsrService(Service[AsrSettings]):
                 )
             )
             return
-        if req.stream_id not in self.streams:
+        existing = self.streams.get(req.stream_id)
+        if existing is not None and existing.letting_go:
+            # it is letting go (idle, or handed back for a replay): a fresh owner takes the
+            # replay, the old one must not swallow it
+            await self._detach(existing)
+            existing = None
+        if existing is None:
             await self._start_stream(req)
         reply = AsrOpenReply(
             ok=True,
@@ -167,7 +183,10 @@ class AsrService(Service[AsrSettings]):
             transcript: Transcript | None,
             error: str | None,
         ) -> None:
-            await self._event(stream_id, kind, transcript=transcript, error=error)
+            if kind == "closed":
+                # detached first: the re-open this event triggers gets a fresh worker
+                await self._detach(worker)
+            await self._event(stream_id, kind, worker=worker, transcript=transcript, error=error)
 
         worker = StreamWorker(
             req,
@@ -193,8 +212,11 @@ class AsrService(Service[AsrSettings]):
                     logger.warning("asr stream {}: bad control message: {}", stream_id, exc)
             # our own events come back on the wildcard too; nothing to do with them
 
-        self._subs[stream_id] = await self.nc.subscribe(
-            stream_wildcard(stream_id), cb=on_message, pending_msgs_limit=100_000
+        self._subs[stream_id] = (
+            worker,
+            await self.nc.subscribe(
+                stream_wildcard(stream_id), cb=on_message, pending_msgs_limit=100_000
+            ),
         )
         self.spawn(self._run_stream(worker), name=f"asr-stream-{stream_id}")
         logger.info(
@@ -213,21 +235,27 @@ class AsrService(Service[AsrSettings]):
         finally:
             await self._release(worker)
 
-    async def _release(self, worker: StreamWorker) -> None:
+    async def _detach(self, worker: StreamWorker) -> None:
+        """Stop feeding this worker (idempotent); a newer worker of the stream stays."""
         stream_id = worker.stream_id
-        sub = self._subs.pop(stream_id, None)
-        if sub is not None:
+        entry = self._subs.get(stream_id)
+        if entry is not None and entry[0] is worker:
+            del self._subs[stream_id]
             try:
-                await sub.unsubscribe()
+                await entry[1].unsubscribe()
             except Exception as exc:
                 logger.debug("unsubscribe {}: {}", stream_id, exc)
         if self.streams.get(stream_id) is worker:
             del self.streams[stream_id]
+
+    async def _release(self, worker: StreamWorker) -> None:
+        await self._detach(worker)
         self.dropped_ms_total += worker.dropped_ms
         self.bad_frames_total += worker.bad_frames
+        self.decoded_ahead_total += worker.decoded_ahead
         logger.info(
             "asr stream {} released: {} frames, {} gaps, {} bad, {} ms dropped, {} utterances",
-            stream_id,
+            worker.stream_id,
             worker.frames,
             worker.gaps,
             worker.bad_frames,
@@ -241,10 +269,11 @@ class AsrService(Service[AsrSettings]):
         stream_id: str,
         kind: Literal["heartbeat", "transcript", "error", "closed"],
         *,
+        worker: StreamWorker | None = None,
         transcript: Transcript | None = None,
         error: str | None = None,
     ) -> None:
-        worker = self.streams.get(stream_id)
+        worker = worker or self.streams.get(stream_id)
         event = AsrEvent(
             kind=kind,
             stream_id=stream_id,
@@ -267,7 +296,7 @@ class AsrService(Service[AsrSettings]):
             await asyncio.sleep(self.settings.asr.heartbeat_ms / 1000)
             now = time.monotonic()
             for worker in list(self.streams.values()):
-                if worker.closing:
+                if worker.letting_go:
                     continue
                 if now - worker.last_activity > self.settings.asr.stream_idle_s:
                     self.spawn(worker.close("idle"), name=f"asr-idle-{worker.stream_id}")
@@ -279,7 +308,7 @@ class AsrService(Service[AsrSettings]):
                         now - worker.last_audio,
                     )
                     worker.add_control(AsrControl(action="flush"))
-                await self._event(worker.stream_id, "heartbeat")
+                await self._event(worker.stream_id, "heartbeat", worker=worker)
 
     async def _publish_final(self, transcript: Transcript) -> None:
         """Durably: JetStream, ``Nats-Msg-Id`` = utterance id (a re-transcribed utterance is a

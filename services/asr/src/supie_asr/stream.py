@@ -113,6 +113,7 @@ class StreamWorker:
         self.last_activity = time.monotonic()
         self.last_audio = time.monotonic()
         self.closing = False
+        self._aborting = False
         self.closed = asyncio.Event()
         self._errors_sent_at = time.monotonic()
         self._error_tokens = 5.0
@@ -121,6 +122,10 @@ class StreamWorker:
         self._pending: set[asyncio.Task[None]] = set()
         self._chain: asyncio.Task[None] | None = None  # last final in flight (finals in order)
         self._unpublished: dict[str, int] = {}  # utterance id -> start seq, until acked
+        # an utterance decoded ahead while its end-of-speech pause is waited out:
+        # ((first window, end ms), the decode), used if the cut gives that same utterance
+        self._ahead: tuple[tuple[int, int], asyncio.Future[EngineResult]] | None = None
+        self.decoded_ahead = 0  # finals whose decode was ready before the cut
         self._partial_inflight = False
         self._last_partial_ms = 0
         self._close_reason: str | None = None
@@ -176,12 +181,19 @@ class StreamWorker:
                 seq = int(raw)
             except ValueError:
                 seq = None
+        if self._aborting:
+            return  # the gateway sends all of it again to the next owner
         if seq is not None:
             if seq < self.next_seq:
                 self.duplicates += 1  # replayed after a re-open, or out of order: already past
                 return
             if seq > self.next_seq:
+                # frames the bus lost (a NATS restart between the gateway's reconnect and ours):
+                # the gateway still holds them, so hand the stream back rather than transcribe
+                # around a hole
                 self.gaps += seq - self.next_seq
+                self.abort(f"{seq - self.next_seq} frames lost before seq {seq}")
+                return
         else:
             seq = self.next_seq
         self.next_seq = seq + 1
@@ -193,9 +205,32 @@ class StreamWorker:
         self.wake.set()
 
     def add_control(self, ctl: AsrControl) -> None:
+        if self._aborting:
+            return
         self.last_activity = time.monotonic()
         self.inbox.append(ctl)
         self.wake.set()
+
+    def abort(self, reason: str) -> None:
+        """Give the stream back without finishing the utterance in progress: part of what
+        was sent never arrived (audio or a boundary), and the gateway replays everything from
+        :attr:`committed_seq` to the next owner, which transcribes that utterance whole.
+        Utterances already cut are complete and still published."""
+        if self._aborting or self.closing:
+            return
+        self._aborting = True
+        logger.warning("asr stream {}: {}; handing it back for a replay", self.stream_id, reason)
+        self.inbox.clear()  # all after committed_seq: replayed
+        self.queued_frames = 0
+        self._scheduled.clear()
+        self._close_reason = f"replay needed: {reason}"
+        self.inbox.append(AsrControl(action="close"))
+        self.wake.set()
+
+    @property
+    def letting_go(self) -> bool:
+        """Closing, or handed back for a replay: it takes no more work."""
+        return self.closing or self._aborting
 
     def stalled(self, now: float) -> bool:
         """An utterance is open but no audio came for ``stall_flush_ms`` (the gateway or the
@@ -254,6 +289,7 @@ class StreamWorker:
                 self._advance()
                 for err in errors:
                     await self._report_error(err)
+                self._decode_ahead()
                 self._maybe_partial()
                 continue
             if due is not None and self.inbox and isinstance(self.inbox[0], AudioItem):
@@ -378,7 +414,11 @@ class StreamWorker:
         if self.closing:
             return
         self.closing = True
-        self._flush()
+        if not self._aborting:
+            self._flush()
+        if self._ahead is not None:
+            self._ahead[1].cancel()
+            self._ahead = None
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
         await self.publish("closed", None, reason)
@@ -394,14 +434,44 @@ class StreamWorker:
             candidates=tuple(self.cfg.auto_languages) if self.language == AUTO else (),
         )
 
+    def _decode_ahead(self) -> None:
+        """Start decoding the utterance a silence cut would give, as soon as its audio is all
+        in: the same audio and context as after the cut (nothing is in flight before it), so
+        the final is the same, only sooner."""
+        if not self.cfg.decode_ahead or self.recognizer is None:
+            return
+        utt = self.segmenter.settled()
+        if utt is None:
+            return
+        key = (utt.first_window, utt.end_ms)
+        if self._ahead is not None:
+            if self._ahead[0] == key:
+                return
+            self._ahead[1].cancel()  # the pause ended in more speech: that guess is void
+        if self._chain is not None and not self._chain.done():
+            self._ahead = None  # its context is not known yet
+            return
+        self._ahead = (key, self.recognizer.submit(self._request(utt.audio, with_context=True)))
+
+    def _take_ahead(self, utt: Utterance) -> asyncio.Future[EngineResult] | None:
+        ahead, self._ahead = self._ahead, None
+        if ahead is None:
+            return None
+        if ahead[0] == (utt.first_window, utt.end_ms) and not ahead[1].cancelled():
+            self.decoded_ahead += 1
+            return ahead[1]
+        ahead[1].cancel()
+        return None
+
     def _recognise(self, utt: Utterance) -> None:
         self.utterances += 1
         start_seq = self._seq_at_window(utt.first_window)
         utterance_id = f"{self.stream_id}:{start_seq}"
         self._unpublished[utterance_id] = start_seq
         previous = self._chain
+        ahead = self._take_ahead(utt)
         task = asyncio.create_task(
-            self._deliver(utt, utterance_id, previous), name=f"asr-final-{utterance_id}"
+            self._deliver(utt, utterance_id, previous, ahead), name=f"asr-final-{utterance_id}"
         )
         self._chain = task
         self._pending.add(task)
@@ -409,7 +479,11 @@ class StreamWorker:
         self._last_partial_ms = 0
 
     async def _deliver(
-        self, utt: Utterance, utterance_id: str, previous: asyncio.Task[None] | None
+        self,
+        utt: Utterance,
+        utterance_id: str,
+        previous: asyncio.Task[None] | None,
+        ahead: asyncio.Future[EngineResult] | None = None,
     ) -> None:
         """One final, after the stream's previous one: each is decoded with the text before it
         as context (as ``transcribe()`` conditions on previous text) and published in order."""
@@ -418,7 +492,9 @@ class StreamWorker:
                 await asyncio.gather(previous, return_exceptions=True)
             assert self.recognizer is not None
             try:
-                res = await self.recognizer.submit(self._request(utt.audio, with_context=True))
+                res = await (
+                    ahead or self.recognizer.submit(self._request(utt.audio, with_context=True))
+                )
             except Exception as exc:
                 await self._report_error(f"recognition failed for {utterance_id}: {exc}")
                 return
@@ -449,7 +525,7 @@ class StreamWorker:
         text whisper struggled with misleads the next utterance more than no context does."""
         if res.temperature > _PROMPT_RESET_TEMPERATURE:
             self._context = ""
-        elif res.temperature == 0 and res.text.strip():
+        elif res.temperature == 0 and res.text.strip() and not res.unprimed:
             self._context = (self._context + " " + res.text.strip()).strip()[-_CONTEXT_CHARS:]
 
     def _transcript(

@@ -140,6 +140,8 @@ class Finalizer:
                 now_ms=now_ms(),
                 seen_ttl_s=SEEN_TTL_S,
                 sliding=True,
+                # SPEC §6: a later finalize gets the same summary (idempotent), not an error
+                recent_ms=int(cfg.finalize_repeat_window_s * 1000),
             )
             if resolved.kind == "rate":
                 logger.warning("device {}: finalize rate limit reached", device_id)

@@ -159,7 +159,8 @@ return redis.call('hsetnx', KEYS[1], ARGV[1], ARGV[2])
 
 # KEYS: device, seen key, rate key. ARGV: seen_ttl_s, n, limit, window_ms, given meeting (''),
 # sliding ('1': a log of the last window_ms, for few, precious requests; else a fixed window),
-# now, member (the request id, sliding only).
+# now, member (the request id, sliding only), recent_ms (> 0: with no active meeting, the one
+# finalized at most this long ago: a finalize retried after its ACK was lost finds it).
 # -> {meeting, kind, allowed}; kind: new | repeat | none (no active meeting) | rate (over limit)
 RESOLVE = """
 local prev = redis.call('get', KEYS[2])
@@ -169,6 +170,12 @@ if prev then
 end
 local m = ARGV[5]
 if m == '' then m = redis.call('hget', KEYS[1], 'meeting') end
+if not m and tonumber(ARGV[9]) > 0 then
+  local at = tonumber(redis.call('hget', KEYS[1], 'last_finalized_at') or '0')
+  if tonumber(ARGV[7]) - at <= tonumber(ARGV[9]) then
+    m = redis.call('hget', KEYS[1], 'last_finalized')
+  end
+end
 if not m then return {'', 'none', 0} end
 local n, limit, window = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local allowed

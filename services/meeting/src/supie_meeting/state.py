@@ -297,11 +297,14 @@ class MeetingState:
         seen_ttl_s: int,
         meeting_id: str | None = None,
         sliding: bool = False,
+        recent_ms: int = 0,
     ) -> Resolved:
         """Which meeting a device message is for, bound to its message id (a retry finds the
         same meeting even after the device moved on), and how many of its ``n`` items fit the
         device's rate: ``limit`` per ``window_s``, in fixed windows, or in any ``window_s``
-        (``sliding``: a log of the requests, for a low limit that must hold exactly)."""
+        (``sliding``: a log of the requests, for a low limit that must hold exactly).
+        ``recent_ms``: with no active meeting, the device's meeting finalized at most that
+        long ago is the one (a finalize repeated because its ACK never arrived)."""
         window = 0 if sliding else now_ms // (window_s * 1000)
         m, kind, allowed = await self._run(
             "resolve",
@@ -319,6 +322,7 @@ class MeetingState:
                 "1" if sliding else "0",
                 now_ms,
                 message_id,
+                recent_ms,
             ],
         )
         m = _s(m)
