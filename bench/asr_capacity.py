@@ -4,7 +4,7 @@ endpoint latency (last voiced frame sent -> final received, minus the silence wi
 with the error rate (WER; CER for Chinese) at each K, the sentences heard as nothing (no final:
 counted apart, they show in the error rate) and the replica's peak memory.
 
-    uv run python bench/asr_capacity.py [--language en|zh] [--ks 8,16,24,32] [--seconds 20]
+    uv run python bench/asr_capacity.py [--language en|zh] [--ks 8,16,24,32] [--seconds S]
 """
 
 from __future__ import annotations
@@ -36,6 +36,31 @@ from asr_latency import (  # noqa: E402
 GOAL_P95_MS = 1500.0
 
 
+def playlist(clips: list[Clip], first: int) -> Clip:
+    """Every clip of the language back to back, starting with clip ``first``: each stream
+    hears the whole set (a stream looping one clip would measure that clip only)."""
+    order = clips[first:] + clips[:first]
+    packets: list[bytes] = []
+    sentences: list[str] = []
+    last_voiced: list[int] = []
+    ends_ms: list[int] = []
+    for clip in order:
+        base_packet, base_ms = len(packets), len(packets) * FRAME_MS
+        packets.extend(clip.packets)
+        sentences.extend(clip.sentences)
+        last_voiced.extend(base_packet + i for i in clip.last_voiced_packet)
+        ends_ms.extend(base_ms + ms for ms in clip.sentence_end_ms)
+    return Clip(
+        name="+".join(c.name for c in order),
+        pcm=np.concatenate([c.pcm for c in order]),
+        packets=packets,
+        sentences=sentences,
+        last_voiced_packet=last_voiced,
+        sentence_end_ms=ends_ms,
+        language=order[0].language,
+    )
+
+
 async def one_stream(
     nc: Any,
     clip: Clip,
@@ -46,8 +71,8 @@ async def one_stream(
     unrecognised: list[int],
     language: str,
 ) -> None:
-    """Loop one clip at real-time pace for at least ``seconds``; record each sentence's
-    latency."""
+    """Loop the clip at real-time pace for at least ``seconds`` (whole loops); record each
+    sentence's latency."""
     from supie_common.audio import OpusEncoder
     from supie_common.contracts import AsrOpenRequest, Transcript
     from supie_gateway.asr_link import AsrStream
@@ -83,7 +108,7 @@ async def one_stream(
     last = {idx: n for n, idx in enumerate(clip.last_voiced_packet)}
     # whole loops of the clip, then a second of silence: the last sentence ends the way every
     # other one does (a pause), not by the audio stopping (the stall flush, 1.5 s later)
-    voiced = -(-int(seconds * 1000) // clip_ms) * len(clip.packets)
+    voiced = max(1, -(-int(seconds * 1000) // clip_ms)) * len(clip.packets)
     silence = OpusEncoder(frame_ms=FRAME_MS).encode_all(np.zeros(16000, dtype=np.int16))
     start = time.monotonic()
     i = 0
@@ -126,7 +151,7 @@ async def measure(
         *(
             one_stream(
                 nc,
-                clips[n % len(clips)],
+                playlist(clips, n % len(clips)),
                 seconds,
                 offset_s=n * 4.0 / k,
                 latencies=latencies,
@@ -199,7 +224,12 @@ def main() -> None:
     parser.add_argument(
         "--ks", default=None, help="stream counts to try, ascending (default 8,16,24,32; zh 1..6)"
     )
-    parser.add_argument("--seconds", type=float, default=20.0, help="audio per stream per K")
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=0.0,
+        help="audio per stream per K (default: one pass over all the language's clips)",
+    )
     parser.add_argument("--threads", type=int, default=2, help="asr.cpu_threads")
     args = parser.parse_args()
     default = "1,2,3,4,6" if args.language == "zh" else "8,16,24,32"
