@@ -301,10 +301,10 @@ class CodingState:
         script = self._scripts[name]
         numkeys = len(keys)
         try:
-            return await self.batcher.call(lambda p: p.evalsha(script.sha, numkeys, *keys, *args))
+            return await self.batcher.call("EVALSHA", script.sha, numkeys, *keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: load it, then once more
             await self.redis.script_load(script.script)
-            return await self.batcher.call(lambda p: p.evalsha(script.sha, numkeys, *keys, *args))
+            return await self.batcher.call("EVALSHA", script.sha, numkeys, *keys, *args)
 
     async def apply(
         self,
@@ -347,7 +347,7 @@ class CodingState:
                 return then(None, error)
             return then(_applied(reply), None)
 
-        self.batcher.submit(lambda p: p.evalsha(sha, 4, *keys, *args), done)
+        self.batcher.submit(("EVALSHA", sha, 4, *keys, *args), done)
 
     def submit_schedule(
         self,
@@ -355,7 +355,7 @@ class CodingState:
         due_ms: int,
         then: Callable[[Any, BaseException | None], Awaitable[None] | None],
     ) -> None:
-        self.batcher.submit(lambda p: p.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True), then)
+        self.batcher.submit(("ZADD", CodingKeys.DUE, "LT", due_ms, device_id), then)
 
     def _apply_call(
         self,
@@ -399,7 +399,7 @@ class CodingState:
 
     async def schedule(self, device_id: str, due_ms: int) -> None:
         """Make sure the index holds the device no later than ``due_ms`` (only ever lowers)."""
-        await self.batcher.call(lambda p: p.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True))
+        await self.batcher.call("ZADD", CodingKeys.DUE, "LT", due_ms, device_id)
 
     async def due_devices(self, now_ms: int, limit: int) -> list[str]:
         found = await self.redis.zrangebyscore(CodingKeys.DUE, "-inf", now_ms, start=0, num=limit)
@@ -429,17 +429,15 @@ class CodingState:
 
         Remove first, then read: an appender whose script ran before the read is seen here and
         re-added; one whose script runs after it adds its own entry after our removal."""
-        await self.batcher.call(lambda p: p.zrem(CodingKeys.DUE, device_id))
-        due = int(
-            await self.batcher.call(lambda p: p.hget(CodingKeys.state(device_id), "due")) or 0
-        )
+        await self.batcher.call("ZREM", CodingKeys.DUE, device_id)
+        due = int(await self.batcher.call("HGET", CodingKeys.state(device_id), "due") or 0)
         if due:
-            await self.batcher.call(lambda p: p.zadd(CodingKeys.DUE, {device_id: due}))
+            await self.batcher.call("ZADD", CodingKeys.DUE, due, device_id)
 
     async def lock(self, device_id: str, holder: str, ttl_ms: int) -> bool:
         """Take the device's insight lock (SET NX PX)."""
         key = CodingKeys.lock(device_id)
-        return bool(await self.batcher.call(lambda p: p.set(key, holder, nx=True, px=ttl_ms)))
+        return bool(await self.batcher.call("SET", key, holder, "NX", "PX", ttl_ms))
 
     async def unlock(self, device_id: str, holder: str) -> None:
         """Release the lock if it is still ours."""
@@ -449,7 +447,7 @@ class CodingState:
         """Devices of a group seen by a gateway since ``since_ms`` (the presence index the
         gateways maintain; read only)."""
         key = K.group(group_key)
-        found = await self.batcher.call(lambda p: p.zrangebyscore(key, since_ms, "+inf"))
+        found = await self.batcher.call("ZRANGEBYSCORE", key, since_ms, "+inf")
         return [str(d) for d in found]
 
     async def stats(self, device_id: str) -> dict[str, str]:
