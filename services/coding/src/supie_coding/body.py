@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -69,6 +70,7 @@ def clip(text: str, limit: int = ITEM_MAX_CHARS) -> str:
     return cut.rstrip(" ,;:-(") + "…"
 
 
+@lru_cache(maxsize=32768)  # every insight compares against the buffer, mostly the same lines
 def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 

@@ -37,6 +37,10 @@ def normalize_text(text: str, max_len: int) -> str:
         text = _ANSI.sub("", text)
     if "```" in text or "~~~" in text:
         text = _FENCE.sub(" ", text)
+    if text.isprintable() and "  " not in text and text[:1] != " " and text[-1:] != " ":
+        # the usual line, already clean: a printable text holds no control character and no
+        # whitespace but single spaces (the other whitespace characters are not printable)
+        return cut(text, max_len)
     text = _CONTROL.sub("", text)
     text = _SPACE.sub(" ", text).strip()
     return cut(text, max_len)

@@ -264,12 +264,26 @@ def _applied(reply: Any) -> Applied:
     return Applied(bool(int(applied)), int(written), bool(int(summary)))
 
 
+# Decoded entries by their stored form. Each insight reads the whole buffer back, and most of it
+# is what the previous insight of the device read; a LogLine is immutable, so one decoded entry
+# serves every buffer that holds it. Bounded: emptied when full (a miss only costs a split).
+_DECODED: dict[str, LogLine] = {}
+_DECODED_MAX = 32768
+
+
 def _entries(raw: list[Any]) -> list[LogLine]:
+    if len(_DECODED) > _DECODED_MAX:
+        _DECODED.clear()
     out: list[LogLine] = []
     for item in raw:
-        parts = str(item).split(_US, 4)
-        if len(parts) == 5:  # a damaged entry costs one line, not the insight
-            out.append(LogLine(parts[4], parts[0], parts[1], parts[2], parts[3]))
+        item = str(item)
+        line = _DECODED.get(item)
+        if line is None:
+            parts = item.split(_US, 4)
+            if len(parts) != 5:  # a damaged entry costs one line, not the insight
+                continue
+            line = _DECODED[item] = LogLine(parts[4], parts[0], parts[1], parts[2], parts[3])
+        out.append(line)
     return out
 
 
@@ -370,30 +384,20 @@ class CodingState:
         group: str,
         summaries: bool,
     ) -> tuple[list[str], list[str | int]]:
-        keys = [
-            CodingKeys.lines(device_id),
-            CodingKeys.state(device_id),
-            CodingKeys.seen(device_id),
-            CodingKeys.summary(device_id),
-        ]
+        tag = CodingKeys._tag(device_id)  # this runs for every line: the key names inline
+        keys = [tag + ":lines", tag + ":state", tag + ":seen", tag + ":summary"]
+        level = entry.level if entry is not None else ""
+        group = group.replace(_US, " ")
+        # the order the script's slots expect (see _APPLY), each field followed by US
         rest = (
-            now_ms,
-            op,
-            self.max_lines,
-            SEEN_WINDOW_MS,
-            SEEN_CAP,
-            due_ms,
-            entry.level if entry is not None else "",
-            value,
-            status,
-            group.replace(_US, " "),
-            "1" if summaries else "0",
-            STATE_TTL_S,
+            f"{now_ms}\x1f{op}\x1f{self.max_lines}\x1f{SEEN_WINDOW_MS}\x1f{SEEN_CAP}\x1f"
+            f"{due_ms}\x1f{level}\x1f{value}\x1f{status}\x1f{group}\x1f"
+            f"{'1' if summaries else '0'}\x1f{STATE_TTL_S}\x1f"
         )
         args: list[str | int] = [
             message_id,
             encode_entry(entry) if entry is not None else "",
-            "".join(f"{v}{_US}" for v in rest),
+            rest,
         ]
         return keys, args
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import accumulate
 from typing import Any
 
-__all__ = ["Kind", "LogLine", "Signal", "short_path"]
+__all__ = ["Kind", "LogLine", "Signal", "lines_with", "short_path"]
 
 
 class Kind(StrEnum):
@@ -91,6 +94,27 @@ class Signal:
         if self.counts:
             out["counts"] = dict(self.counts)
         return out
+
+
+def lines_with(lines: Sequence[LogLine], words: Sequence[str]) -> list[int]:
+    """The positions of the lines holding one of ``words`` (plain substrings), in order.
+
+    An extractor reads only these when every line it acts on holds one of its words: a few
+    substring searches of the whole buffer (in C) instead of a few tests per line (in Python)
+    for the 200 lines of each insight, most of which hold none."""
+    texts = [entry.text for entry in lines]
+    blob = "\n".join(texts)
+    ends: list[int] | None = None  # where each line ends in the blob, once one word is found
+    found: set[int] = set()
+    for word in words:
+        at = blob.find(word)
+        while at >= 0:
+            if ends is None:
+                ends = list(accumulate(len(text) + 1 for text in texts))
+            i = bisect_right(ends, at)
+            found.add(i)
+            at = blob.find(word, ends[i]) if i < len(ends) else -1
+    return sorted(found)
 
 
 def short_path(path: str) -> str:
