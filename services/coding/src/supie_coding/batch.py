@@ -100,51 +100,45 @@ class Batcher:
                 _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
 
     async def _flusher(self) -> None:
-        while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            commands = [command for command, _ in batch]
-            try:
-                if self._direct:
-                    results = await self._execute(commands)
-                else:
-                    results = await self._execute_pipeline(commands)
-            except asyncio.CancelledError:
-                for _, then in batch:
-                    _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
-                raise
-            except Exception as exc:  # the connection failed: every caller learns it
-                results = [exc] * len(batch)
-            for (_, then), result in zip(batch, results, strict=True):
-                error = result if isinstance(result, Exception) else None
-                pending = _run_then(then, None if error else result, error)
-                if pending is not None:
-                    try:
-                        await pending
-                    except Exception:
-                        logger.exception("coding: a Redis reply's continuation failed")
-
-    async def _execute(self, commands: list[Command]) -> list[Any]:
-        """One write, then the replies in order (a failed command's reply is its error).
-
-        Retried on a fresh connection as redis-py retries a pipeline (a dropped connection,
-        a timeout): every command the service batches may run twice (idempotent by message id,
-        or harmless), as with a redis-py pipeline."""
-        pool = self.redis.connection_pool
-        conn = await pool.get_connection()
-        data = pack_all(commands)
-
-        async def fail(_error: BaseException) -> None:
-            await conn.disconnect()
-
+        # On one server each flusher keeps a connection of the pool for as long as it runs (a
+        # checkout per batch cost as much as reading the batch's replies); a dropped connection
+        # reconnects on the next write. Taken at the first batch: Redis may be down at start.
+        held: list[Connection] = []
         try:
-            return await conn.retry.call_with_retry(
-                lambda: _round_trip(conn, data, len(commands)), fail
-            )
+            while True:
+                await self._flush(held)
         finally:
-            await pool.release(conn)
+            for conn in held:
+                await self.redis.connection_pool.release(conn)
+
+    async def _flush(self, held: list[Connection]) -> None:
+        """Send one batch and run its continuations."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        commands = [command for command, _ in batch]
+        try:
+            if self._direct:
+                if not held:
+                    held.append(await self.redis.connection_pool.get_connection())
+                results = await _execute(held[0], commands)
+            else:
+                results = await self._execute_pipeline(commands)
+        except asyncio.CancelledError:
+            for _, then in batch:
+                _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
+            raise
+        except Exception as exc:  # the connection failed: every caller learns it
+            results = [exc] * len(batch)
+        for (_, then), result in zip(batch, results, strict=True):
+            error = result if isinstance(result, Exception) else None
+            pending = _run_then(then, None if error else result, error)
+            if pending is not None:
+                try:
+                    await pending
+                except Exception:
+                    logger.exception("coding: a Redis reply's continuation failed")
 
     async def _execute_pipeline(self, commands: list[Command]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
@@ -154,6 +148,19 @@ class Batcher:
             return list(await pipe.execute(raise_on_error=False))
         finally:
             await pipe.reset()
+
+
+async def _execute(conn: Connection, commands: list[Command]) -> list[Any]:
+    """One write, then the replies in order (a failed command's reply is its error).
+
+    Retried on a fresh connection under the client's retry policy (a dropped connection, a
+    timeout), exactly as redis-py retries the pipelines this replaces."""
+    data = pack_all(commands)
+
+    async def fail(_error: BaseException) -> None:
+        await conn.disconnect()
+
+    return await conn.retry.call_with_retry(lambda: _round_trip(conn, data, len(commands)), fail)
 
 
 async def _round_trip(conn: Connection, data: bytes, n: int) -> list[Any]:
