@@ -13,7 +13,9 @@ Phase 2 (capacity): every badge sends as fast as its replies come back, for ``--
 the lines/s one replica sustains. Prints ONE JSON line. Goal (issue 13): >= 5,000 lines/s per
 replica.
 
-    uv run python bench/coding.py [--badges 100] [--rate 20] [--seconds 10]
+    uv run python bench/coding.py [--badges 100] [--rate 20] [--seconds 10] [--profile FILE]
+
+``BENCH_REPLICA_LOG=path`` keeps the replica's log there (``BENCH_LOG_LEVEL``, default WARNING).
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ class EchoGuard:
     """Answers "does this item repeat a buffered log line?" for one buffer."""
 
     def __init__(self, lines: Sequence[str]) -> None:
-        self.exact = {_norm(line) for line in lines if line.strip()}
+        self.exact = {n for line in lines if (n := _norm(line))}  # "": only whitespace
         # Indexed by their first characters: an item is checked against the few lines that
         # could start at each of its positions instead of against every line.
         self.by_head: dict[str, list[str]] = {}
