@@ -7,14 +7,14 @@ flushed as one non-transactional pipeline they share both. Each command stays at
 a device: the gateway hands a device's messages over one at a time.
 
 Two flushers run at once, so a slow round trip does not hold up the queue behind it. More only
-make the batches smaller: a batch costs a connection checkout, a write and a read whatever its
-size, so under load fewer, larger batches are cheaper per command.
+make the batches smaller: a batch costs a write, a read and its bookkeeping whatever its size, so
+under load fewer, larger batches are cheaper per command.
 
 Callers either await a reply (:meth:`Batcher.call`) or hand over a continuation that the flusher
 runs with it (:meth:`Batcher.submit`): the hot path (a log line) then needs no task of its own.
 
-On a single server a batch is packed by :mod:`.resp` and written on one pooled connection, and the
-replies are read back raw: redis-py's ``Pipeline`` (a command object per call, generic argument
+On a single server a batch is packed by :mod:`.resp` and written on the flusher's connection, and
+the replies are read back raw: redis-py's ``Pipeline`` (a command object per call, generic argument
 encoding, reply callbacks) cost more CPU per log line than everything else the service does. The
 replies are what Redis sends (``SET NX`` answers ``"OK"`` or ``None``), which is all the callers
 use. A cluster client routes each command by its keys, so there a batch stays a redis-py pipeline.
