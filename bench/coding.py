@@ -13,7 +13,9 @@ Phase 2 (capacity): every badge sends as fast as its replies come back, for ``--
 the lines/s one replica sustains. Prints ONE JSON line. Goal (issue 13): >= 5,000 lines/s per
 replica.
 
-    uv run python bench/coding.py [--badges 100] [--rate 20] [--seconds 10]
+    uv run python bench/coding.py [--badges 100] [--rate 20] [--seconds 10] [--profile FILE]
+
+``BENCH_REPLICA_LOG=path`` keeps the replica's log there (``BENCH_LOG_LEVEL``, default WARNING).
 """
 
 from __future__ import annotations
@@ -192,6 +194,23 @@ class BenchBadge:
         return sent
 
 
+# The replica under cProfile timed by CPU, not wall clock: on a busy shared machine a wall-clock
+# profile charges a call with the time the process waited for a core (a write that wakes NATS
+# or Valkey looks expensive), which says nothing about what the replica costs.
+_PROFILED = """
+import cProfile, runpy, time
+profile = cProfile.Profile(time.process_time)
+profile.enable()
+try:
+    runpy.run_module("supie_coding", run_name="__main__")
+except SystemExit:
+    pass
+finally:
+    profile.disable()
+    profile.dump_stats({out!r})
+"""
+
+
 def start_replica(
     nats_url: str, redis_url: str, work: Path, profile: str | None = None
 ) -> subprocess.Popen[bytes]:
@@ -205,11 +224,10 @@ def start_replica(
             "SUPIE_LOG__LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
     )
-    with open(work / "coding.log", "wb") as log:
-        prof = ["-m", "cProfile", "-o", profile] if profile else []
-        target = ["-m", "supie_coding"]
+    with open(os.environ.get("BENCH_REPLICA_LOG", work / "coding.log"), "wb") as log:
+        target = ["-c", _PROFILED.format(out=str(profile))] if profile else ["-m", "supie_coding"]
         return subprocess.Popen(
-            [sys.executable, *prof, *target],
+            [sys.executable, *target],
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,

@@ -29,6 +29,7 @@ from supie_coding.signals import (
     timeouts,
     tracebacks,
 )
+from supie_coding.signals.model import lines_with
 
 CORPUS = Path(__file__).parent / "fixtures" / "coding"
 CASES = sorted(p.stem for p in CORPUS.glob("*.log"))
@@ -71,6 +72,28 @@ def test_normalize_cuts_on_code_points_never_inside_a_character() -> None:
     emoji = "🙂" * 513
     assert normalize_text(emoji, 512) == "🙂" * 512
     assert normalize_text("ab\ud800cd", 512) == "abcd"  # a lone surrogate is not UTF-8
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("already clean: one space", "already clean: one space"),
+        ("ünïcode 错误 stays", "ünïcode 错误 stays"),
+        ("two  spaces", "two spaces"),
+        (" leading", "leading"),
+        ("trailing ", "trailing"),
+        ("no\u00a0break", "no break"),  # Unicode whitespace is collapsed too
+        ("em\u2003space", "em space"),
+        ("line\u2028sep", "line sep"),
+        ("tab\there", "tab here"),
+        ("bell\x07gone", "bellgone"),
+        ("del\x7fgone", "delgone"),
+    ],
+)
+def test_normalize_clean_lines_and_every_kind_of_whitespace(raw: str, expected: str) -> None:
+    # a clean line takes a shortcut; anything else the full treatment: both must agree
+    assert normalize_text(raw, 512) == expected
+    assert normalize_text(raw, 5) == expected[:5].rstrip()
 
 
 def test_clip_keeps_items_short_at_a_word_boundary() -> None:
@@ -442,3 +465,15 @@ def test_no_signals_still_fills_every_list() -> None:
     body = local_insight(lines, extract_all(lines), RunStats(lines=2, running=True), Limits())
     assert body.insights == ["No errors so far"]
     assert body.risks and body.actions and body.next_steps
+
+
+# -- the buffer-wide word search the extractors share -------------------------------------------
+
+
+def test_lines_with_names_each_line_holding_a_word_once_in_order() -> None:
+    lines = [LogLine(t) for t in ("a x", "b", "c xx x", "x", "", "ünï x")]
+    assert lines_with(lines, ("x",)) == [0, 2, 3, 5]
+    assert lines_with(lines, ("c", "b")) == [1, 2]
+    assert lines_with(lines, ("a x\nb",)) == [0]  # across a line end: only ever too many
+    assert lines_with(lines, ("zz",)) == []
+    assert lines_with([], ("x",)) == []

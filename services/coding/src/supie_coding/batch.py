@@ -6,30 +6,44 @@ flushed as one non-transactional pipeline they share both. Each command stays at
 (a Lua call is), and a handler awaits its own result only, so nothing about ordering changes for
 a device: the gateway hands a device's messages over one at a time.
 
-A few flushers run at once, so a slow round trip does not hold up the queue behind it.
+Two flushers run at once, so a slow round trip does not hold up the queue behind it. More only
+make the batches smaller: a batch costs a write, a read and its bookkeeping whatever its size, so
+under load fewer, larger batches are cheaper per command.
 
 Callers either await a reply (:meth:`Batcher.call`) or hand over a continuation that the flusher
 runs with it (:meth:`Batcher.submit`): the hot path (a log line) then needs no task of its own.
+
+On a single server a batch is packed by :mod:`.resp` and written on the flusher's connection, and
+the replies are read back raw: redis-py's ``Pipeline`` (a command object per call, generic argument
+encoding, reply callbacks) cost more CPU per log line than everything else the service does. The
+replies are what Redis sends (``SET NX`` answers ``"OK"`` or ``None``), which is all the callers
+use. A cluster client routes each command by its keys, so there a batch stays a redis-py pipeline.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import math
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from loguru import logger
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import Connection
+from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from .resp import Arg, pack_all
 
 __all__ = ["Batcher", "BatcherStopped", "Then"]
 
 # A continuation: (reply, error) -> None, or an awaitable the flusher awaits (e.g. a publish).
 Then = Callable[[Any, BaseException | None], Awaitable[None] | None]
+Command = Sequence[Arg]
 
 MAX_BATCH = 256
-FLUSHERS = 4
+FLUSHERS = 2
 
 
 class BatcherStopped(RedisError):
@@ -37,24 +51,25 @@ class BatcherStopped(RedisError):
 
 
 class Batcher:
-    """``await batcher.call(lambda pipe: pipe.evalsha(...))`` -> that command's reply."""
+    """``await batcher.call("EVALSHA", sha, 1, key, arg)`` -> that command's reply."""
 
     def __init__(self, redis: Redis, *, max_batch: int = MAX_BATCH) -> None:
         self.redis = redis
         self.max_batch = max_batch
-        self._queue: list[tuple[Callable[[Pipeline], Any], Then]] = []
+        self._queue: list[tuple[Command, Then]] = []
+        self._direct = not isinstance(redis, RedisCluster)
         self._ready = asyncio.Event()
         self._running = False
 
-    def submit(self, add: Callable[[Pipeline], Any], then: Then) -> None:
-        """Queue one command (``add`` puts exactly one on the pipeline); ``then(reply, error)``
-        runs in the flusher once it is answered (keep it short: it delays the batch's others)."""
+    def submit(self, command: Command, then: Then) -> None:
+        """Queue one command (its arguments, name first); ``then(reply, error)`` runs in the
+        flusher once it is answered (keep it short: it delays the batch's others)."""
         if not self._running:
             raise BatcherStopped("the Redis batcher is not running")
-        self._queue.append((add, then))
+        self._queue.append((command, then))
         self._ready.set()
 
-    async def call(self, add: Callable[[Pipeline], Any]) -> Any:
+    async def call(self, *command: Arg) -> Any:
         """Queue one command and wait for its reply; a Redis error for it is raised here."""
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 
@@ -66,7 +81,7 @@ class Batcher:
             else:
                 future.set_result(reply)
 
-        self.submit(add, then)
+        self.submit(command, then)
         return await future
 
     async def run(self) -> None:
@@ -85,32 +100,86 @@ class Batcher:
                 _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
 
     async def _flusher(self) -> None:
-        while True:
-            while not self._queue:
-                self._ready.clear()
-                await self._ready.wait()
-            batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
-            pipe = self.redis.pipeline(transaction=False)
-            for add, _ in batch:
-                add(pipe)
-            try:
-                results = await pipe.execute(raise_on_error=False)
-            except asyncio.CancelledError:
-                for _, then in batch:
-                    _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
-                raise
-            except Exception as exc:  # the connection failed: every caller learns it
-                results = [exc] * len(batch)
-            finally:
-                await pipe.reset()
-            for (_, then), result in zip(batch, results, strict=True):
-                error = result if isinstance(result, Exception) else None
-                pending = _run_then(then, None if error else result, error)
-                if pending is not None:
-                    try:
-                        await pending
-                    except Exception:
-                        logger.exception("coding: a Redis reply's continuation failed")
+        # On one server each flusher keeps a connection of the pool for as long as it runs (a
+        # checkout per batch cost as much as reading the batch's replies); a dropped connection
+        # reconnects on the next write. Taken at the first batch: Redis may be down at start.
+        held: list[Connection] = []
+        try:
+            while True:
+                await self._flush(held)
+        finally:
+            for conn in held:
+                await self.redis.connection_pool.release(conn)
+
+    async def _flush(self, held: list[Connection]) -> None:
+        """Send one batch and run its continuations."""
+        while not self._queue:
+            self._ready.clear()
+            await self._ready.wait()
+        batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
+        commands = [command for command, _ in batch]
+        try:
+            if self._direct:
+                if not held:
+                    held.append(await self.redis.connection_pool.get_connection())
+                results = await _execute(held[0], commands)
+            else:
+                results = await self._execute_pipeline(commands)
+        except asyncio.CancelledError:
+            for _, then in batch:
+                _abandon(_run_then(then, None, BatcherStopped("the Redis batcher stopped")))
+            raise
+        except Exception as exc:  # the connection failed: every caller learns it
+            results = [exc] * len(batch)
+        for (_, then), result in zip(batch, results, strict=True):
+            error = result if isinstance(result, Exception) else None
+            pending = _run_then(then, None if error else result, error)
+            if pending is not None:
+                try:
+                    await pending
+                except Exception:
+                    logger.exception("coding: a Redis reply's continuation failed")
+
+    async def _execute_pipeline(self, commands: list[Command]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        try:
+            return list(await pipe.execute(raise_on_error=False))
+        finally:
+            await pipe.reset()
+
+
+async def _execute(conn: Connection, commands: list[Command]) -> list[Any]:
+    """One write, then the replies in order (a failed command's reply is its error).
+
+    Retried on a fresh connection under the client's retry policy (a dropped connection, a
+    timeout), exactly as redis-py retries the pipelines this replaces."""
+    data = pack_all(commands)
+
+    async def fail(_error: BaseException) -> None:
+        await conn.disconnect()
+
+    return await conn.retry.call_with_retry(lambda: _round_trip(conn, data, len(commands)), fail)
+
+
+async def _round_trip(conn: Connection, data: bytes, n: int) -> list[Any]:
+    await conn.send_packed_command(data)
+    replies: list[Any] = []
+    # One deadline for the whole batch (a timeout per reply cost as much as reading it); a
+    # connection left with replies unread is closed by read_response on the way out.
+    deadline = conn.socket_timeout or None
+    try:
+        async with asyncio.timeout(deadline):
+            for _ in range(n):
+                try:
+                    replies.append(await conn.read_response(timeout=math.inf))
+                except ResponseError as exc:  # this command's error, the stream is in step
+                    replies.append(exc)
+    except TimeoutError:
+        await conn.disconnect(nowait=True)
+        raise RedisTimeoutError("Timeout reading a batch of replies from Redis") from None
+    return replies
 
 
 def _abandon(pending: Awaitable[None] | None) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
@@ -69,6 +70,7 @@ def clip(text: str, limit: int = ITEM_MAX_CHARS) -> str:
     return cut.rstrip(" ,;:-(") + "…"
 
 
+@lru_cache(maxsize=32768)  # every insight compares against the buffer, mostly the same lines
 def _norm(text: str) -> str:
     return " ".join(text.split()).casefold()
 
@@ -80,7 +82,7 @@ class EchoGuard:
     """Answers "does this item repeat a buffered log line?" for one buffer."""
 
     def __init__(self, lines: Sequence[str]) -> None:
-        self.exact = {_norm(line) for line in lines if line.strip()}
+        self.exact = {n for line in lines if (n := _norm(line))}  # "": only whitespace
         # Indexed by their first characters: an item is checked against the few lines that
         # could start at each of its positions instead of against every line.
         self.by_head: dict[str, list[str]] = {}

@@ -17,7 +17,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)
 # A fence marker with its optional language tag: ```python, ~~~, ```
 _FENCE = re.compile(r"(?:```|~~~)[A-Za-z0-9_+.-]*")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-_SPACE = re.compile(r"\s+")
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -37,6 +36,8 @@ def normalize_text(text: str, max_len: int) -> str:
         text = _ANSI.sub("", text)
     if "```" in text or "~~~" in text:
         text = _FENCE.sub(" ", text)
-    text = _CONTROL.sub("", text)
-    text = _SPACE.sub(" ", text).strip()
+    if not text.isprintable():  # a printable text holds no control character: the usual line
+        text = _CONTROL.sub("", text)
+    # split() and \s agree on what whitespace is (str.isspace): runs collapsed, ends stripped
+    text = " ".join(text.split())
     return cut(text, max_len)

@@ -264,12 +264,26 @@ def _applied(reply: Any) -> Applied:
     return Applied(bool(int(applied)), int(written), bool(int(summary)))
 
 
+# Decoded entries by their stored form. Each insight reads the whole buffer back, and most of it
+# is what the previous insight of the device read; a LogLine is immutable, so one decoded entry
+# serves every buffer that holds it. Bounded: emptied when full (a miss only costs a split).
+_DECODED: dict[str, LogLine] = {}
+_DECODED_MAX = 32768
+
+
 def _entries(raw: list[Any]) -> list[LogLine]:
+    if len(_DECODED) > _DECODED_MAX:
+        _DECODED.clear()
     out: list[LogLine] = []
     for item in raw:
-        parts = str(item).split(_US, 4)
-        if len(parts) == 5:  # a damaged entry costs one line, not the insight
-            out.append(LogLine(parts[4], parts[0], parts[1], parts[2], parts[3]))
+        item = str(item)
+        line = _DECODED.get(item)
+        if line is None:
+            parts = item.split(_US, 4)
+            if len(parts) != 5:  # a damaged entry costs one line, not the insight
+                continue
+            line = _DECODED[item] = LogLine(parts[4], parts[0], parts[1], parts[2], parts[3])
+        out.append(line)
     return out
 
 
@@ -301,10 +315,10 @@ class CodingState:
         script = self._scripts[name]
         numkeys = len(keys)
         try:
-            return await self.batcher.call(lambda p: p.evalsha(script.sha, numkeys, *keys, *args))
+            return await self.batcher.call("EVALSHA", script.sha, numkeys, *keys, *args)
         except NoScriptError:  # a restarted or flushed Redis: load it, then once more
             await self.redis.script_load(script.script)
-            return await self.batcher.call(lambda p: p.evalsha(script.sha, numkeys, *keys, *args))
+            return await self.batcher.call("EVALSHA", script.sha, numkeys, *keys, *args)
 
     async def apply(
         self,
@@ -347,7 +361,7 @@ class CodingState:
                 return then(None, error)
             return then(_applied(reply), None)
 
-        self.batcher.submit(lambda p: p.evalsha(sha, 4, *keys, *args), done)
+        self.batcher.submit(("EVALSHA", sha, 4, *keys, *args), done)
 
     def submit_schedule(
         self,
@@ -355,7 +369,7 @@ class CodingState:
         due_ms: int,
         then: Callable[[Any, BaseException | None], Awaitable[None] | None],
     ) -> None:
-        self.batcher.submit(lambda p: p.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True), then)
+        self.batcher.submit(("ZADD", CodingKeys.DUE, "LT", due_ms, device_id), then)
 
     def _apply_call(
         self,
@@ -370,36 +384,26 @@ class CodingState:
         group: str,
         summaries: bool,
     ) -> tuple[list[str], list[str | int]]:
-        keys = [
-            CodingKeys.lines(device_id),
-            CodingKeys.state(device_id),
-            CodingKeys.seen(device_id),
-            CodingKeys.summary(device_id),
-        ]
+        tag = CodingKeys._tag(device_id)  # this runs for every line: the key names inline
+        keys = [tag + ":lines", tag + ":state", tag + ":seen", tag + ":summary"]
+        level = entry.level if entry is not None else ""
+        group = group.replace(_US, " ")
+        # the order the script's slots expect (see _APPLY), each field followed by US
         rest = (
-            now_ms,
-            op,
-            self.max_lines,
-            SEEN_WINDOW_MS,
-            SEEN_CAP,
-            due_ms,
-            entry.level if entry is not None else "",
-            value,
-            status,
-            group.replace(_US, " "),
-            "1" if summaries else "0",
-            STATE_TTL_S,
+            f"{now_ms}\x1f{op}\x1f{self.max_lines}\x1f{SEEN_WINDOW_MS}\x1f{SEEN_CAP}\x1f"
+            f"{due_ms}\x1f{level}\x1f{value}\x1f{status}\x1f{group}\x1f"
+            f"{'1' if summaries else '0'}\x1f{STATE_TTL_S}\x1f"
         )
         args: list[str | int] = [
             message_id,
             encode_entry(entry) if entry is not None else "",
-            "".join(f"{v}{_US}" for v in rest),
+            rest,
         ]
         return keys, args
 
     async def schedule(self, device_id: str, due_ms: int) -> None:
         """Make sure the index holds the device no later than ``due_ms`` (only ever lowers)."""
-        await self.batcher.call(lambda p: p.zadd(CodingKeys.DUE, {device_id: due_ms}, lt=True))
+        await self.batcher.call("ZADD", CodingKeys.DUE, "LT", due_ms, device_id)
 
     async def due_devices(self, now_ms: int, limit: int) -> list[str]:
         found = await self.redis.zrangebyscore(CodingKeys.DUE, "-inf", now_ms, start=0, num=limit)
@@ -429,17 +433,15 @@ class CodingState:
 
         Remove first, then read: an appender whose script ran before the read is seen here and
         re-added; one whose script runs after it adds its own entry after our removal."""
-        await self.batcher.call(lambda p: p.zrem(CodingKeys.DUE, device_id))
-        due = int(
-            await self.batcher.call(lambda p: p.hget(CodingKeys.state(device_id), "due")) or 0
-        )
+        await self.batcher.call("ZREM", CodingKeys.DUE, device_id)
+        due = int(await self.batcher.call("HGET", CodingKeys.state(device_id), "due") or 0)
         if due:
-            await self.batcher.call(lambda p: p.zadd(CodingKeys.DUE, {device_id: due}))
+            await self.batcher.call("ZADD", CodingKeys.DUE, due, device_id)
 
     async def lock(self, device_id: str, holder: str, ttl_ms: int) -> bool:
         """Take the device's insight lock (SET NX PX)."""
         key = CodingKeys.lock(device_id)
-        return bool(await self.batcher.call(lambda p: p.set(key, holder, nx=True, px=ttl_ms)))
+        return bool(await self.batcher.call("SET", key, holder, "NX", "PX", ttl_ms))
 
     async def unlock(self, device_id: str, holder: str) -> None:
         """Release the lock if it is still ours."""
@@ -449,7 +451,7 @@ class CodingState:
         """Devices of a group seen by a gateway since ``since_ms`` (the presence index the
         gateways maintain; read only)."""
         key = K.group(group_key)
-        found = await self.batcher.call(lambda p: p.zrangebyscore(key, since_ms, "+inf"))
+        found = await self.batcher.call("ZRANGEBYSCORE", key, since_ms, "+inf")
         return [str(d) for d in found]
 
     async def stats(self, device_id: str) -> dict[str, str]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import Kind, LogLine, Signal
+from .model import Kind, LogLine, Signal, lines_with
 
 __all__ = ["extract", "FAILED_STATUSES", "OK_STATUSES"]
 
@@ -57,9 +57,15 @@ _OK: tuple[tuple[str, str, re.Pattern[str]], ...] = (
 )
 
 
+# Every log line acted on below holds one of the gates.
+_GATES = tuple(sorted({gate for _, gate, _ in _FAILED + _OK}))
+
+
 def extract(lines: Sequence[LogLine]) -> list[Signal]:
     out: list[Signal] = []
-    for i, entry in enumerate(lines):
+    steps = [i for i, entry in enumerate(lines) if entry.kind == "step"]
+    for i in sorted({*steps, *lines_with(lines, _GATES)}):
+        entry = lines[i]
         if entry.kind == "step":
             status = entry.status.lower()
             if status in FAILED_STATUSES:

@@ -38,7 +38,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
             continue
         if ":" not in text and text[0] not in "✖/" and "." not in text:
             continue  # every finding, summary and eslint file line has one of these
-        if m := _RUFF.match(text):
+        python = ".py" in text  # what a ruff or pylint finding names
+        if python and (m := _RUFF.match(text)):
             out.append(
                 Signal(
                     Kind.LINT,
@@ -51,7 +52,7 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
                 )
             )
             continue
-        if m := _PYLINT.match(text):
+        if python and (m := _PYLINT.match(text)):
             out.append(
                 Signal(
                     Kind.LINT,
@@ -64,7 +65,7 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
                 )
             )
             continue
-        if m := _ESLINT_FILE.match(text):
+        if " " not in text and (m := _ESLINT_FILE.match(text)):
             eslint_file = short_path(m.group(1))
             continue
         if eslint_file and text[0].isdigit() and (m := _ESLINT_ROW.match(text)):
@@ -111,6 +112,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
                         )
                         break
                 continue
+        if text[0] not in "F[✖":  # how each summary below starts
+            continue
         if m := _RUFF_SUMMARY.match(text):
             counts = {"problems": int(m.group(1))}
             out.append(Signal(Kind.LINT, tool="ruff", code="summary", counts=counts, index=i))

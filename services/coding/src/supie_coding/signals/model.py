@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-__all__ = ["Kind", "LogLine", "Signal", "short_path"]
+__all__ = ["Kind", "LogLine", "Signal", "lines_with", "short_path"]
 
 
 class Kind(StrEnum):
@@ -91,6 +92,23 @@ class Signal:
         if self.counts:
             out["counts"] = dict(self.counts)
         return out
+
+
+def lines_with(lines: Sequence[LogLine], words: Sequence[str]) -> list[int]:
+    """The positions of the lines holding one of ``words`` (plain substrings), in order.
+
+    An extractor reads only these when every line it acts on holds one of its words: a few
+    substring searches of the whole buffer (in C) instead of a few tests per line (in Python)
+    for the 200 lines of each insight, most of which hold none."""
+    blob = "\n".join([entry.text for entry in lines])
+    found: set[int] = set()
+    for word in words:
+        at = blob.find(word)
+        while at >= 0:
+            found.add(blob.count("\n", 0, at))  # the line it is in (hits are few)
+            end = blob.find("\n", at + len(word))
+            at = blob.find(word, end + 1) if end >= 0 else -1
+    return sorted(found)
 
 
 def short_path(path: str) -> str:

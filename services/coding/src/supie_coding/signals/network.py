@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import Kind, LogLine, Signal
+from .model import Kind, LogLine, Signal, lines_with
 
 __all__ = ["extract"]
 
@@ -44,9 +44,10 @@ _HOSTS = (
     re.compile(r"host='([^']+)', port=(\d+)"),
     re.compile(r"https?://([^/\s:'\"]+)(?::(\d+))?"),
 )
-_GATE = re.compile(
-    r"onnect|resol|ENOT|ECONN|unreachable|UNREACH|route to|ertif|x509|such host|EAI_AGAIN|EPIPE"
-    r"|Broken pipe| 50[234] "
+# Every line a pattern above can match holds one of these.
+_GATE = (
+    *("onnect", "resol", "ENOT", "ECONN", "unreachable", "UNREACH", "route to", "ertif", "x509"),
+    *("such host", "EAI_AGAIN", "EPIPE", "Broken pipe", " 502 ", " 503 ", " 504 "),
 )
 
 
@@ -60,11 +61,10 @@ def _host(text: str) -> str:
 
 def extract(lines: Sequence[LogLine]) -> list[Signal]:
     out: dict[tuple[str, str], Signal] = {}
-    for i, entry in enumerate(lines):
+    for i in lines_with(lines, _GATE):
+        entry = lines[i]
         text = entry.text
         if not text or entry.kind != "log":
-            continue
-        if not _GATE.search(text):
             continue
         if "timed out" in text or "Timeout" in text:
             continue

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import Kind, LogLine, Signal
+from .model import Kind, LogLine, Signal, lines_with
 
 __all__ = ["extract"]
 
@@ -28,6 +28,8 @@ _RUNTIMES: tuple[tuple[re.Pattern[str], str, str], ...] = (
     (re.compile(r"\bOOMKilled\b"), "kubernetes", "the container was OOM-killed"),
     (re.compile(r"Cannot allocate memory"), "os", "the system could not allocate memory"),
 )
+# Every line acted on below holds one of these.
+_WORDS = ("emory", "OOM", "alloc", "Killed", "137")
 _STRENGTH = {"kernel": 4, "kubernetes": 3, "runtime": 3, "exit": 2, "killed": 1}
 
 
@@ -39,7 +41,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
         if best is None or strength > best[0]:
             best = (strength, signal)
 
-    for i, entry in enumerate(lines):
+    for i in lines_with(lines, _WORDS):
+        entry = lines[i]
         text = entry.text
         if not text or entry.kind != "log":
             continue

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .model import Kind, LogLine, Signal
+from .model import Kind, LogLine, Signal, lines_with
 
 __all__ = ["extract"]
 
@@ -25,6 +25,10 @@ _GENERIC = re.compile(
 )
 
 
+# Every line acted on below holds one of these (a jest bullet names the test that follows).
+_WORDS = ("●", "imeout", "timed out", "TIMEDOUT", "DEADLINE", "deadline", "exceeded")
+
+
 def _host(text: str) -> str:
     m = _HOST.search(text)
     return next((g for g in m.groups() if g), "") if m else ""
@@ -37,7 +41,8 @@ def extract(lines: Sequence[LogLine]) -> list[Signal]:
     def add(subject: str, signal: Signal) -> None:
         out.setdefault(subject or f"#{len(out)}", signal)
 
-    for i, entry in enumerate(lines):
+    for i in lines_with(lines, _WORDS):
+        entry = lines[i]
         text = entry.text
         if not text or entry.kind != "log":
             continue
