@@ -87,20 +87,27 @@ class ChangeBatcher:
             for c in batch:
                 # EVALSHA by hand: a Script object in a pipeline asks SCRIPT EXISTS every time.
                 pipe.evalsha(self.sha, len(c.keys), *c.keys, *c.argv)
-                pipe.zrangebyscore(c.presence_key, c.online_since_ms, "+inf")
+            # One presence read per group, after all of the batch's scripts: the changes of a
+            # busy group share it (it is at least as fresh as a read right after each one).
+            cutoffs: dict[str, int] = {}
+            for c in batch:
+                cutoffs[c.presence_key] = max(c.online_since_ms, cutoffs.get(c.presence_key, 0))
+            for key, since in cutoffs.items():
+                pipe.zrangebyscore(key, since, "+inf")
             replies = await pipe.execute(raise_on_error=False)
             self.round_trips += 1
+            online = dict(zip(cutoffs, replies[len(batch) :], strict=True))
             missing: list[_Change] = []
-            for i, c in enumerate(batch):
-                changed, online = replies[2 * i], replies[2 * i + 1]
+            for c, changed in zip(batch, replies, strict=False):
+                members = online[c.presence_key]
                 if isinstance(changed, NoScriptError):
                     missing.append(c)  # not run at all (a restarted Redis): run it again
                 elif isinstance(changed, Exception):
                     c.done.set_exception(changed)
-                elif isinstance(online, Exception):
-                    c.done.set_exception(online)
+                elif isinstance(members, Exception):
+                    c.done.set_exception(members)
                 else:
-                    c.done.set_result((changed, online))
+                    c.done.set_result((changed, members))
             if not missing:
                 return
             await self.redis.script_load(self.script)

@@ -25,7 +25,7 @@ from functools import lru_cache
 from loguru import logger
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
-from supie_common.contracts import DeviceOutbound, Subjects, device_token, encode, now_ms
+from supie_common.contracts import Subjects, device_token, now_ms
 
 from .store import GroupKeys, Snapshot, TaskStore, encode_value
 
@@ -133,7 +133,7 @@ class Pusher:
         if newest is not snapshot and not force:
             return 0
         snapshot = newest
-        data = encode(DeviceOutbound(frame=snapshot.frame))
+        data = snapshot.outbound
         devices = [d for d in online if d != exclude]
         # publish() only buffers: nothing yields between these, so no other snapshot of this
         # group from this replica lands in between.
@@ -144,7 +144,7 @@ class Pusher:
 
     async def to_device(self, device_id: str, snapshot: Snapshot) -> None:
         snapshot = self.newest(snapshot)
-        await self.nc.publish(device_out(device_id), encode(DeviceOutbound(frame=snapshot.frame)))
+        await self.nc.publish(device_out(device_id), snapshot.outbound)
         self.pushed += 1
 
     async def group_changed(self, snapshot: Snapshot, op: str, by: str) -> None:

@@ -56,7 +56,7 @@ from .intents import Command, open_tasks, pick_target, recognise_rules
 from .meeting_import import MeetingTasks, fetch_meeting_tasks
 from .operations import Operations, Outcome, Sender, WorkflowRequest, dedupe_key, log_operation
 from .push import Pusher, device_out
-from .store import TaskStore
+from .store import TaskStore, json_text
 
 __all__ = ["WorkflowService", "MAX_IN_FLIGHT"]
 
@@ -212,6 +212,12 @@ class WorkflowService(Service[WorkflowSettings]):
         if msg.reply:
             await msg.respond(encode(reply))
 
+    async def _acknowledge(self, msg: Msg, frames: list[str]) -> None:
+        """``_respond(msg, InboundReply(frames=frames))`` without the model: the frames (the
+        snapshot among them) are strings, escaping them is all the encoding there is."""
+        if msg.reply:
+            await msg.respond(f'{{"frames":{json_text(frames)},"retry":false}}'.encode())
+
     def _reply(self, outcome: Outcome) -> tuple[list[str], dict[str, int]]:
         """The sender's frames (the newest snapshot of its group this replica knows, last) and
         the versions of the snapshots in them."""
@@ -236,7 +242,7 @@ class WorkflowService(Service[WorkflowSettings]):
         frames, in_frames = self._reply(outcome)
         if msg is not None:
             # Same connection, after the pushes: the bus has them before the acknowledgement.
-            await self._respond(msg, InboundReply(frames=frames))
+            await self._acknowledge(msg, frames)
         self.handled += 1
         log_operation(outcome, by)
         self.pusher.check({**sent, **in_frames})
