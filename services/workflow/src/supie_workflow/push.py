@@ -27,7 +27,7 @@ from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
 from supie_common.contracts import Subjects, device_token, now_ms
 
-from .store import GroupKeys, Snapshot, TaskStore, encode_value
+from .store import Snapshot, TaskStore, encode_value
 
 __all__ = [
     "FlushBatcher",
@@ -166,16 +166,12 @@ class Pusher:
             batch, self._to_check = self._to_check, {}
             try:
                 await self.flush()  # what we sent is at the server: compare with now
-                pipe = self.redis.pipeline(transaction=False)
-                for group in batch:
-                    pipe.get(GroupKeys.of(group).version)
-                versions = await pipe.execute()
+                versions = await self.store.versions(list(batch))
             except Exception as exc:  # NATS or Redis away: assume the worst, resync them
                 logger.debug("[Workflow] version check failed ({})", type(exc).__name__)
-                versions = ["-1"] * len(batch)
+                versions = [-1] * len(batch)
             now = time.monotonic()
-            for (group, sent), current in zip(batch.items(), versions, strict=True):
-                version = int(current or 0)
+            for (group, sent), version in zip(batch.items(), versions, strict=True):
                 if version != sent and group not in self._dirty:
                     self._dirty[group] = (version, now)
                     self._wake.set()
@@ -202,7 +198,7 @@ class Pusher:
 
     async def _resync_round(self) -> None:
         groups = list(self._dirty)
-        versions = await asyncio.gather(*(self.store.version(g) for g in groups))
+        versions = await self.store.versions(groups)
         now = time.monotonic()
         due: list[str] = []
         for g, v in zip(groups, versions, strict=True):

@@ -107,10 +107,15 @@ class Snapshot:
         return f'{{"type":"workflow","event":"update","tasks":[{tasks}],"groupKey":{group}}}'
 
     @cached_property
+    def frame_json(self) -> str:
+        """:attr:`frame` as a JSON string, for the payloads that carry it (built once)."""
+        return _UTF8(self.frame)
+
+    @cached_property
     def outbound(self) -> bytes:
         """``encode(DeviceOutbound(frame=self.frame))``, built once per snapshot however many
         badges it goes to (the frame is a string: escaping it is all the encoding there is)."""
-        return f'{{"frame":{_UTF8(self.frame)},"close":false,"close_delay_s":0.0}}'.encode()
+        return f'{{"frame":{self.frame_json},"close":false,"close_delay_s":0.0}}'.encode()
 
     @cached_property
     def tasks(self) -> list[Task]:
@@ -259,6 +264,15 @@ class TaskStore:
     async def version(self, group: str) -> int:
         value = await self.redis.get(GroupKeys.of(group).version)
         return int(value or 0)
+
+    async def versions(self, groups: list[str]) -> list[int]:
+        """The groups' versions (one round trip, however many groups)."""
+        if not groups:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for g in groups:
+            pipe.get(GroupKeys.of(g).version)
+        return [int(v or 0) for v in await pipe.execute()]
 
     async def seen(self, group: str, dedupe: str) -> bool:
         return bool(await self.redis.exists(GroupKeys.of(group).seen(dedupe)))
