@@ -41,6 +41,7 @@ __all__ = [
 
 QUIET_S = 0.05  # a group unchanged this long is "quiet"
 MAX_WAIT_S = 1.0  # a group busy this long is resynced anyway
+CHECK_GATHER_S = 0.01  # how long version checks gather before one round trip for them all
 _LATEST_GROUPS = 4096  # newest snapshots remembered per replica (the busiest groups)
 LATEST_TTL_S = 2.0  # how long a remembered snapshot orders later ones
 
@@ -163,6 +164,9 @@ class Pusher:
 
     async def _check_batches(self) -> None:
         while self._to_check:
+            # Let a few requests' checks gather: one flush and one read for all of them. A
+            # resync waits for QUIET_S anyway, so a later check delays nothing that matters.
+            await asyncio.sleep(CHECK_GATHER_S)
             batch, self._to_check = self._to_check, {}
             try:
                 await self.flush()  # what we sent is at the server: compare with now
