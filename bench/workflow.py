@@ -6,8 +6,8 @@ presence in Valkey, the badges' device.<dev>.out); it does not go through a real
   hands them), for ``--seconds``: accepted operations per second;
 - latency at ``--rate`` ops/s (open loop): update sent -> the snapshot holding it received by
   another badge of the group (one observer badge per group), p50 / p99, and the CPU each process
-  spent per operation at that fixed rate (``cpu_ms_per_op_at_rate``: the figure to compare
-  between runs on a busy machine).
+  spent per operation at that fixed rate (``cpu_ms_per_op_at_rate``; an overloaded replica
+  batches more and so spends less per operation: compare runs whose latencies are alike).
 
     uv run python bench/workflow.py [--replicas 2] [--seconds 10] [--rate 500] [--log-level INFO]
 
@@ -255,8 +255,8 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if inflight:
             await asyncio.wait(inflight, timeout=15)
         cpu_after = cpu()
-        # The same work whatever the machine's load: comparable from run to run, unlike the
-        # closed loop's figures (a slower run batches less, so it spends more per operation).
+        # The same offered work whatever the machine's load (the closed loop offers what the
+        # replicas manage); a replica that falls behind batches more, so spends less per op.
         cpu_ms_per_op_at_rate = {
             k: round((cpu_after[k] - cpu_before[k]) * 1000 / max(total - skipped, 1), 3)
             for k in cpu_after
