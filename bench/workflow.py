@@ -5,7 +5,9 @@ presence in Valkey, the badges' device.<dev>.out); it does not go through a real
 - throughput: every badge sends updates back to back (one in flight per badge, as the gateway
   hands them), for ``--seconds``: accepted operations per second;
 - latency at ``--rate`` ops/s (open loop): update sent -> the snapshot holding it received by
-  another badge of the group (one observer badge per group), p50 / p99.
+  another badge of the group (one observer badge per group), p50 / p99, and the CPU each process
+  spent per operation at that fixed rate (``cpu_ms_per_op_at_rate``; an overloaded replica
+  batches more and so spends less per operation: compare runs whose latencies are alike).
 
     uv run python bench/workflow.py [--replicas 2] [--seconds 10] [--rate 500] [--log-level INFO]
 
@@ -227,6 +229,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         interval = 1.0 / args.rate
         inflight: set[asyncio.Task[bool]] = set()
         skipped = 0
+        cpu_before = cpu()
         t0 = time.perf_counter()
         for k in range(total):
             target = t0 + k * interval
@@ -251,6 +254,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         achieved = (total - skipped) / (time.perf_counter() - t0)
         if inflight:
             await asyncio.wait(inflight, timeout=15)
+        cpu_after = cpu()
+        # The same offered work whatever the machine's load (the closed loop offers what the
+        # replicas manage); a replica that falls behind batches more, so spends less per op.
+        cpu_ms_per_op_at_rate = {
+            k: round((cpu_after[k] - cpu_before[k]) * 1000 / max(total - skipped, 1), 3)
+            for k in cpu_after
+        }
         await asyncio.sleep(1.0)
         gw.measuring = False
         lost = len(gw.sent_at)
@@ -268,6 +278,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "throughput_failed": failed,
             "cpu_ms_per_op": cpu_ms_per_op,
             "latency_rate_ops_per_s": round(achieved, 1),
+            "cpu_ms_per_op_at_rate": cpu_ms_per_op_at_rate,
             "update_to_other_badge_ms_p50": round(pct(gw.latencies, 50), 2),
             "update_to_other_badge_ms_p99": round(pct(gw.latencies, 99), 2),
             "latency_samples": len(gw.latencies),

@@ -1,18 +1,21 @@
 """Group commit for the task scripts: the changes requested while a round trip to Redis is under
-way go together in the next one (a pipeline: each change still its own atomic script, run in the
-order asked). redis-py spends far more CPU per round trip than per command, so a busy replica
-pays that cost once per batch instead of once per change; an idle one sends each change at once.
+way go together in the next one (pipelined, packed by :mod:`.wire`: each change still its own
+atomic script, run in the order asked). A round trip costs far more CPU than a command, so a busy
+replica pays that cost once per batch instead of once per change; an idle one sends each change
+at once.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
+
+from .wire import pack, send_packed
 
 __all__ = ["ChangeBatcher", "MAX_BATCH", "MAX_ROUND_TRIPS"]
 
@@ -83,24 +86,31 @@ class ChangeBatcher:
 
     async def _send(self, batch: list[_Change]) -> None:
         for _ in range(2):
-            pipe = self.redis.pipeline(transaction=False)
+            # EVALSHA by hand: a Script object in a pipeline asks SCRIPT EXISTS every time.
+            commands = [
+                pack(["EVALSHA", self.sha, str(len(c.keys)), *c.keys, *c.argv]) for c in batch
+            ]
+            # One presence read per group, after all of the batch's scripts: the changes of a
+            # busy group share it (it is at least as fresh as a read right after each one).
+            cutoffs: dict[str, int] = {}
             for c in batch:
-                # EVALSHA by hand: a Script object in a pipeline asks SCRIPT EXISTS every time.
-                pipe.evalsha(self.sha, len(c.keys), *c.keys, *c.argv)
-                pipe.zrangebyscore(c.presence_key, c.online_since_ms, "+inf")
-            replies = await pipe.execute(raise_on_error=False)
+                cutoffs[c.presence_key] = max(c.online_since_ms, cutoffs.get(c.presence_key, 0))
+            for key, since in cutoffs.items():
+                commands.append(pack(["ZRANGEBYSCORE", key, str(since), "+inf"]))
+            replies = await send_packed(cast(Redis, self.redis), commands)
             self.round_trips += 1
+            online = dict(zip(cutoffs, replies[len(batch) :], strict=True))
             missing: list[_Change] = []
-            for i, c in enumerate(batch):
-                changed, online = replies[2 * i], replies[2 * i + 1]
+            for c, changed in zip(batch, replies, strict=False):
+                members = online[c.presence_key]
                 if isinstance(changed, NoScriptError):
                     missing.append(c)  # not run at all (a restarted Redis): run it again
                 elif isinstance(changed, Exception):
                     c.done.set_exception(changed)
-                elif isinstance(online, Exception):
-                    c.done.set_exception(online)
+                elif isinstance(members, Exception):
+                    c.done.set_exception(members)
                 else:
-                    c.done.set_result((changed, online))
+                    c.done.set_result((changed, members))
             if not missing:
                 return
             await self.redis.script_load(self.script)

@@ -6,11 +6,12 @@ from JSON-encoded field names to JSON-encoded values (``cmsgpack``), so the scri
 without ever parsing JSON: values (unknown fields included) round-trip byte for byte, and a
 snapshot is assembled as JSON text by string concatenation.
 
-KEYS (write script): 1 tasks hash (id -> packed task), 2 order zset (id -> creation sequence),
-3 version counter, 4 the request's "seen" key (message id or requestId). The seen key records the
-outcome atomically with the change, so a retried request is applied at most once and answered
-alike. ARGV: op, now (ms), seen TTL (s), max tasks, the group key as JSON, the op's payload as
-JSON (see each op).
+KEYS (both scripts): 1 tasks hash (id -> packed task), 2 order zset (id -> creation sequence),
+3 version counter, 4 entries hash (id -> the task's snapshot entry: priority, newline, JSON
+text); the write script's 5 is the request's "seen" key (message id or requestId). The seen key
+records the outcome atomically with the change, so a retried request is applied at most once and
+answered alike. ARGV: op, now (ms), seen TTL (s), max tasks, the group key as JSON, the op's
+payload as JSON (see each op).
 """
 
 from __future__ import annotations
@@ -24,18 +25,27 @@ local function to_json(t)
   return '{' .. table.concat(parts, ',') .. '}'
 end
 
--- {priority, task JSON, priority, task JSON, ...} in creation order
+-- A task's snapshot entry: its priority, a newline, its JSON text. Kept next to the packed task
+-- (hash KEYS[4]) whenever the task is stored, so a snapshot, read on every change, is a plain
+-- read: no unpacking and encoding of every task of the group each time.
+local function entry(t)
+  return (t['"priority"'] or '2') .. '\n' .. to_json(t)
+end
+
+-- {entry, ...} in creation order
 local function snapshot()
   local ids = redis.call('zrange', KEYS[2], 0, -1)
   local out = {}
   if #ids == 0 then return out end
-  local blobs = redis.call('hmget', KEYS[1], unpack(ids))
+  local texts = redis.call('hmget', KEYS[4], unpack(ids))
   for i = 1, #ids do
-    if blobs[i] then
-      local t = cmsgpack.unpack(blobs[i])
-      out[#out + 1] = t['"priority"'] or '2'
-      out[#out + 1] = to_json(t)
+    local text = texts[i]
+    if not text then
+      -- a task stored before entries were kept: built from the packed task
+      local blob = redis.call('hget', KEYS[1], ids[i])
+      if blob then text = entry(cmsgpack.unpack(blob)) end
     end
+    if text then out[#out + 1] = text end
   end
   return out
 end
@@ -66,7 +76,7 @@ local req = cjson.decode(ARGV[6])
 local STATUS, DONE, OWNER, UPDATED = '"status"', '"done"', '"owner"', '"updatedAt"'
 
 -- A request seen before: its recorded outcome, nothing applied again.
-local seen = redis.call('get', KEYS[4])
+local seen = redis.call('get', KEYS[5])
 if seen then
   local rec = cmsgpack.unpack(seen)
   local ids = {}
@@ -87,6 +97,14 @@ end
 local function store(id, t)
   t[UPDATED] = now
   redis.call('hset', KEYS[1], id, cmsgpack.pack(t))
+  redis.call('hset', KEYS[4], id, entry(t))
+end
+
+local function remove(id)
+  if redis.call('hdel', KEYS[1], id) == 0 then return false end
+  redis.call('hdel', KEYS[4], id)
+  redis.call('zrem', KEYS[2], id)
+  return true
 end
 
 local changed = {}
@@ -137,10 +155,7 @@ if op == 'update' then
     end
   end
   for _, id in ipairs(dels) do
-    if redis.call('hdel', KEYS[1], id) == 1 then
-      redis.call('zrem', KEYS[2], id)
-      changed[#changed + 1] = id
-    end
+    if remove(id) then changed[#changed + 1] = id end
   end
 elseif op == 'complete' or op == 'delete' then
   -- payload: {ids = {id, ...}}
@@ -150,10 +165,7 @@ elseif op == 'complete' or op == 'delete' then
   end
   for _, id in ipairs(ids) do
     if op == 'delete' then
-      if redis.call('hdel', KEYS[1], id) == 1 then
-        redis.call('zrem', KEYS[2], id)
-        changed[#changed + 1] = id
-      end
+      if remove(id) then changed[#changed + 1] = id end
     else
       local t = load(id)
       if t[STATUS] ~= DONE then
@@ -187,7 +199,7 @@ if #changed > 0 then
 end
 local rec = {status}
 for _, id in ipairs(changed) do rec[#rec + 1] = id end
-redis.call('set', KEYS[4], cmsgpack.pack(rec), 'EX', ttl)
+redis.call('set', KEYS[5], cmsgpack.pack(rec), 'EX', ttl)
 return {status, changed, ver, snapshot(), 0}
 """
 )

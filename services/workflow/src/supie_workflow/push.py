@@ -25,9 +25,9 @@ from functools import lru_cache
 from loguru import logger
 from nats.aio.client import Client as NATS
 from redis.asyncio import Redis
-from supie_common.contracts import DeviceOutbound, Subjects, device_token, encode, now_ms
+from supie_common.contracts import Subjects, device_token, now_ms
 
-from .store import GroupKeys, Snapshot, TaskStore, encode_value
+from .store import Snapshot, TaskStore, encode_value
 
 __all__ = [
     "FlushBatcher",
@@ -41,6 +41,7 @@ __all__ = [
 
 QUIET_S = 0.05  # a group unchanged this long is "quiet"
 MAX_WAIT_S = 1.0  # a group busy this long is resynced anyway
+CHECK_GATHER_S = 0.01  # how long version checks gather before one round trip for them all
 _LATEST_GROUPS = 4096  # newest snapshots remembered per replica (the busiest groups)
 LATEST_TTL_S = 2.0  # how long a remembered snapshot orders later ones
 
@@ -133,7 +134,7 @@ class Pusher:
         if newest is not snapshot and not force:
             return 0
         snapshot = newest
-        data = encode(DeviceOutbound(frame=snapshot.frame))
+        data = snapshot.outbound
         devices = [d for d in online if d != exclude]
         # publish() only buffers: nothing yields between these, so no other snapshot of this
         # group from this replica lands in between.
@@ -144,7 +145,7 @@ class Pusher:
 
     async def to_device(self, device_id: str, snapshot: Snapshot) -> None:
         snapshot = self.newest(snapshot)
-        await self.nc.publish(device_out(device_id), encode(DeviceOutbound(frame=snapshot.frame)))
+        await self.nc.publish(device_out(device_id), snapshot.outbound)
         self.pushed += 1
 
     async def group_changed(self, snapshot: Snapshot, op: str, by: str) -> None:
@@ -163,19 +164,18 @@ class Pusher:
 
     async def _check_batches(self) -> None:
         while self._to_check:
+            # Let a few requests' checks gather: one flush and one read for all of them. A
+            # resync waits for QUIET_S anyway, so a later check delays nothing that matters.
+            await asyncio.sleep(CHECK_GATHER_S)
             batch, self._to_check = self._to_check, {}
             try:
                 await self.flush()  # what we sent is at the server: compare with now
-                pipe = self.redis.pipeline(transaction=False)
-                for group in batch:
-                    pipe.get(GroupKeys.of(group).version)
-                versions = await pipe.execute()
+                versions = await self.store.versions(list(batch))
             except Exception as exc:  # NATS or Redis away: assume the worst, resync them
                 logger.debug("[Workflow] version check failed ({})", type(exc).__name__)
-                versions = ["-1"] * len(batch)
+                versions = [-1] * len(batch)
             now = time.monotonic()
-            for (group, sent), current in zip(batch.items(), versions, strict=True):
-                version = int(current or 0)
+            for (group, sent), version in zip(batch.items(), versions, strict=True):
                 if version != sent and group not in self._dirty:
                     self._dirty[group] = (version, now)
                     self._wake.set()
@@ -202,7 +202,7 @@ class Pusher:
 
     async def _resync_round(self) -> None:
         groups = list(self._dirty)
-        versions = await asyncio.gather(*(self.store.version(g) for g in groups))
+        versions = await self.store.versions(groups)
         now = time.monotonic()
         due: list[str] = []
         for g, v in zip(groups, versions, strict=True):

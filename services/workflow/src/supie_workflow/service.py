@@ -56,7 +56,7 @@ from .intents import Command, open_tasks, pick_target, recognise_rules
 from .meeting_import import MeetingTasks, fetch_meeting_tasks
 from .operations import Operations, Outcome, Sender, WorkflowRequest, dedupe_key, log_operation
 from .push import Pusher, device_out
-from .store import TaskStore
+from .store import Snapshot, TaskStore, json_text
 
 __all__ = ["WorkflowService", "MAX_IN_FLIGHT"]
 
@@ -212,14 +212,23 @@ class WorkflowService(Service[WorkflowSettings]):
         if msg.reply:
             await msg.respond(encode(reply))
 
-    def _reply(self, outcome: Outcome) -> tuple[list[str], dict[str, int]]:
-        """The sender's frames (the newest snapshot of its group this replica knows, last) and
-        the versions of the snapshots in them."""
+    async def _acknowledge(self, msg: Msg, frames: list[str], snapshot: Snapshot | None) -> None:
+        """``_respond(msg, InboundReply(frames=[*frames, snapshot.frame]))`` without the model:
+        the frames are strings, escaping them is all the encoding there is, and the snapshot's
+        escaped frame is the one already built for its pushes."""
+        if msg.reply:
+            parts = [json_text(f) for f in frames]
+            if snapshot is not None:
+                parts.append(snapshot.frame_json)
+            await msg.respond(f'{{"frames":[{",".join(parts)}],"retry":false}}'.encode())
+
+    def _reply(self, outcome: Outcome) -> tuple[list[str], Snapshot | None]:
+        """The sender's frames, and the newest snapshot of its group this replica knows (sent
+        after the frames)."""
         frames = [to_frame(f) for f in outcome.frames]
         if outcome.snapshot is None:
-            return frames, {}
-        snapshot = self.pusher.newest(outcome.snapshot)
-        return [*frames, snapshot.frame], {snapshot.group: snapshot.version}
+            return frames, None
+        return frames, self.pusher.newest(outcome.snapshot)
 
     async def _deliver(self, outcome: Outcome, sender: Sender, msg: Msg | None) -> None:
         """Push the changed groups' snapshots, reply, log, then check that no newer snapshot
@@ -233,13 +242,15 @@ class WorkflowService(Service[WorkflowSettings]):
             sent[group] = change.snapshot.version
             if change.fresh:
                 await self.pusher.group_changed(change.snapshot, outcome.op, by)
-        frames, in_frames = self._reply(outcome)
+        frames, snapshot = self._reply(outcome)
         if msg is not None:
             # Same connection, after the pushes: the bus has them before the acknowledgement.
-            await self._respond(msg, InboundReply(frames=frames))
+            await self._acknowledge(msg, frames, snapshot)
         self.handled += 1
         log_operation(outcome, by)
-        self.pusher.check({**sent, **in_frames})
+        if snapshot is not None:
+            sent = {**sent, snapshot.group: snapshot.version}
+        self.pusher.check(sent)
 
     def _sender(self, device_id: str, group: str | None) -> Sender:
         cfg = self.settings.workflow
@@ -394,7 +405,8 @@ class WorkflowService(Service[WorkflowSettings]):
         dedupe, is_request_id = dedupe_key(by, message_id, message.request_id)
         outcome = await self.ops.handle(message, sender, dedupe, self._ttl(is_request_id))
         await self._deliver(outcome, sender, None)
-        return outcome, self._reply(outcome)[0]
+        frames, snapshot = self._reply(outcome)
+        return outcome, frames if snapshot is None else [*frames, snapshot.frame]
 
     async def _fetch_meeting(self, session_id: str | None) -> MeetingTasks:
         return await fetch_meeting_tasks(

@@ -2,7 +2,8 @@
 
 Keys of group ``g`` (``<t>`` = ``device_token(g)``) share the hash tag ``{g:<t>}``:
 ``supie:wf:{g:<t>}:tasks`` (hash id -> packed task), ``:order`` (zset, creation order),
-``:version`` (counter, +1 per change), ``:seen:<key>`` (a request's recorded outcome, with a TTL).
+``:version`` (counter, +1 per change), ``:entries`` (hash id -> the task's JSON text, with its
+priority, for snapshots), ``:seen:<key>`` (a request's recorded outcome, with a TTL).
 ``supie:wf:groups`` (a set) indexes the groups ever written, for listings; it is written before the
 group's first change, so it never misses a group that has tasks.
 
@@ -36,6 +37,7 @@ __all__ = [
     "Status",
     "TaskStore",
     "encode_value",
+    "json_text",
 ]
 
 GROUPS_INDEX = "supie:wf:groups"
@@ -46,6 +48,13 @@ Status = Literal["ok", "idempotent", "not_found", "full"]
 
 # One encoder, built once: json.dumps with options builds a new one on every call.
 _COMPACT = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+# What pydantic writes for a string (UTF-8 as is), for payloads built by hand.
+_UTF8 = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+
+
+def json_text(value: str | list[str]) -> str:
+    """A string (or a list of strings) as JSON, as ``model_dump_json`` would write it."""
+    return _UTF8(value)
 
 
 def encode_value(value: Any) -> str:
@@ -66,6 +75,7 @@ class GroupKeys:
         self.tasks = f"{base}:tasks"
         self.order = f"{base}:order"
         self.version = f"{base}:version"
+        self.entries = f"{base}:entries"
         self.base = base
         self.presence = K.group(group)  # the gateway's presence set (another slot)
 
@@ -84,9 +94,10 @@ class Snapshot:
 
     @classmethod
     def from_script(cls, group: str, version: int, flat: list[Any]) -> Snapshot:
-        pairs = [(int(flat[i]), str(flat[i + 1])) for i in range(0, len(flat), 2)]
-        pairs.sort(key=lambda p: p[0])  # stable: creation order within a priority
-        return cls(group, version, tuple(text for _, text in pairs))
+        # entries "<priority>\n<JSON>" in creation order (see .lua)
+        entries = [str(e).partition("\n") for e in flat]
+        entries.sort(key=lambda e: e[0])  # stable: creation order within a priority (0..3)
+        return cls(group, version, tuple(text for _, _, text in entries))
 
     @cached_property
     def frame(self) -> str:
@@ -94,6 +105,17 @@ class Snapshot:
         group = _COMPACT(self.group)
         tasks = ",".join(self.items)
         return f'{{"type":"workflow","event":"update","tasks":[{tasks}],"groupKey":{group}}}'
+
+    @cached_property
+    def frame_json(self) -> str:
+        """:attr:`frame` as a JSON string, for the payloads that carry it (built once)."""
+        return _UTF8(self.frame)
+
+    @cached_property
+    def outbound(self) -> bytes:
+        """``encode(DeviceOutbound(frame=self.frame))``, built once per snapshot however many
+        badges it goes to (the frame is a string: escaping it is all the encoding there is)."""
+        return f'{{"frame":{self.frame_json},"close":false,"close_delay_s":0.0}}'.encode()
 
     @cached_property
     def tasks(self) -> list[Task]:
@@ -173,7 +195,7 @@ class TaskStore:
             encode_value(group),
             _COMPACT(payload),
         ]
-        script_keys = [keys.tasks, keys.order, keys.version, keys.seen(dedupe)]
+        script_keys = [keys.tasks, keys.order, keys.version, keys.entries, keys.seen(dedupe)]
         changed, online = await self._changes.run(
             script_keys, argv, keys.presence, self._online_cutoff()
         )
@@ -220,7 +242,8 @@ class TaskStore:
     async def snapshot(self, group: str) -> Snapshot:
         """The group's list (one atomic read)."""
         keys = GroupKeys.of(group)
-        version, flat = await self._read(keys=[keys.tasks, keys.order, keys.version], args=[])
+        read_keys = [keys.tasks, keys.order, keys.version, keys.entries]
+        version, flat = await self._read(keys=read_keys, args=[])
         return Snapshot.from_script(group, int(version), flat)
 
     async def online(self, group: str) -> list[str]:
@@ -241,6 +264,15 @@ class TaskStore:
     async def version(self, group: str) -> int:
         value = await self.redis.get(GroupKeys.of(group).version)
         return int(value or 0)
+
+    async def versions(self, groups: list[str]) -> list[int]:
+        """The groups' versions (one round trip, however many groups)."""
+        if not groups:
+            return []
+        pipe = self.redis.pipeline(transaction=False)
+        for g in groups:
+            pipe.get(GroupKeys.of(g).version)
+        return [int(v or 0) for v in await pipe.execute()]
 
     async def seen(self, group: str, dedupe: str) -> bool:
         return bool(await self.redis.exists(GroupKeys.of(group).seen(dedupe)))
