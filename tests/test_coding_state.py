@@ -11,10 +11,10 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
 from supie_coding.batch import Batcher, BatcherStopped
-from supie_coding.resp import pack
 from supie_coding.signals import LogLine
 from supie_coding.state import CodingKeys, CodingState
 from supie_common.contracts import new_id
+from supie_common.resp import pack
 from supie_common.store import connect_redis
 
 from tests.fixtures_cluster import ValkeyCluster

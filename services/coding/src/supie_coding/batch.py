@@ -13,17 +13,16 @@ under load fewer, larger batches are cheaper per command.
 Callers either await a reply (:meth:`Batcher.call`) or hand over a continuation that the flusher
 runs with it (:meth:`Batcher.submit`): the hot path (a log line) then needs no task of its own.
 
-On a single server a batch is packed by :mod:`.resp` and written on the flusher's connection, and
-the replies are read back raw: redis-py's ``Pipeline`` (a command object per call, generic argument
-encoding, reply callbacks) cost more CPU per log line than everything else the service does. The
-replies are what Redis sends (``SET NX`` answers ``"OK"`` or ``None``), which is all the callers
-use. A cluster client routes each command by its keys, so there a batch stays a redis-py pipeline.
-"""
+On a single server a batch is packed by :mod:`supie_common.resp` and written on the flusher's
+connection, and the replies are read back raw: redis-py's ``Pipeline`` (a command object per
+call, generic argument encoding, reply callbacks) cost more CPU per log line than everything
+else the service does. The replies are what Redis sends (``SET NX`` answers ``"OK"`` or
+``None``), which is all the callers use. A cluster client routes each command by its keys, so
+there a batch stays a redis-py pipeline."""
 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -31,10 +30,8 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from .resp import Arg, pack_all
+from redis.exceptions import RedisError
+from supie_common.resp import Arg, execute
 
 __all__ = ["Batcher", "BatcherStopped", "Then"]
 
@@ -122,7 +119,7 @@ class Batcher:
             if self._direct:
                 if not held:
                     held.append(await self.redis.connection_pool.get_connection())
-                results = await _execute(held[0], commands)
+                results = await execute(held[0], commands)
             else:
                 results = await self._execute_pipeline(commands)
         except asyncio.CancelledError:
@@ -148,38 +145,6 @@ class Batcher:
             return list(await pipe.execute(raise_on_error=False))
         finally:
             await pipe.reset()
-
-
-async def _execute(conn: Connection, commands: list[Command]) -> list[Any]:
-    """One write, then the replies in order (a failed command's reply is its error).
-
-    Retried on a fresh connection under the client's retry policy (a dropped connection, a
-    timeout), exactly as redis-py retries the pipelines this replaces."""
-    data = pack_all(commands)
-
-    async def fail(_error: BaseException) -> None:
-        await conn.disconnect()
-
-    return await conn.retry.call_with_retry(lambda: _round_trip(conn, data, len(commands)), fail)
-
-
-async def _round_trip(conn: Connection, data: bytes, n: int) -> list[Any]:
-    await conn.send_packed_command(data)
-    replies: list[Any] = []
-    # One deadline for the whole batch (a timeout per reply cost as much as reading it); a
-    # connection left with replies unread is closed by read_response on the way out.
-    deadline = conn.socket_timeout or None
-    try:
-        async with asyncio.timeout(deadline):
-            for _ in range(n):
-                try:
-                    replies.append(await conn.read_response(timeout=math.inf))
-                except ResponseError as exc:  # this command's error, the stream is in step
-                    replies.append(exc)
-    except TimeoutError:
-        await conn.disconnect(nowait=True)
-        raise RedisTimeoutError("Timeout reading a batch of replies from Redis") from None
-    return replies
 
 
 def _abandon(pending: Awaitable[None] | None) -> None:

@@ -1,8 +1,8 @@
 """Group commit for the task scripts: the changes requested while a round trip to Redis is under
-way go together in the next one (pipelined, packed by :mod:`.wire`: each change still its own
-atomic script, run in the order asked). A round trip costs far more CPU than a command, so a busy
-replica pays that cost once per batch instead of once per change; an idle one sends each change
-at once.
+way go together in the next one (pipelined, packed by :mod:`supie_common.resp`: each change
+still its own atomic script, run in the order asked). A round trip costs far more CPU than a
+command, so a busy replica pays that cost once per batch instead of once per change; an idle one
+sends each change at once.
 """
 
 from __future__ import annotations
@@ -14,8 +14,7 @@ from typing import Any, cast
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import NoScriptError
-
-from .wire import pack, send_packed
+from supie_common.resp import Arg, execute_pooled
 
 __all__ = ["ChangeBatcher", "MAX_BATCH", "MAX_ROUND_TRIPS"]
 
@@ -87,8 +86,8 @@ class ChangeBatcher:
     async def _send(self, batch: list[_Change]) -> None:
         for _ in range(2):
             # EVALSHA by hand: a Script object in a pipeline asks SCRIPT EXISTS every time.
-            commands = [
-                pack(["EVALSHA", self.sha, str(len(c.keys)), *c.keys, *c.argv]) for c in batch
+            commands: list[list[Arg]] = [
+                ["EVALSHA", self.sha, len(c.keys), *c.keys, *c.argv] for c in batch
             ]
             # One presence read per group, after all of the batch's scripts: the changes of a
             # busy group share it (it is at least as fresh as a read right after each one).
@@ -96,8 +95,8 @@ class ChangeBatcher:
             for c in batch:
                 cutoffs[c.presence_key] = max(c.online_since_ms, cutoffs.get(c.presence_key, 0))
             for key, since in cutoffs.items():
-                commands.append(pack(["ZRANGEBYSCORE", key, str(since), "+inf"]))
-            replies = await send_packed(cast(Redis, self.redis), commands)
+                commands.append(["ZRANGEBYSCORE", key, since, "+inf"])
+            replies = await execute_pooled(cast(Redis, self.redis), commands)
             self.round_trips += 1
             online = dict(zip(cutoffs, replies[len(batch) :], strict=True))
             missing: list[_Change] = []
