@@ -118,6 +118,7 @@ def test_the_settled_utterance_is_the_cut_to_come_and_comes_sooner(
             cuts.append((seg.now_ms, utt))
         ahead = seg.settled()
         if ahead is not None:
+            assert seg.settled_key() == (ahead.first_window, ahead.end_ms)
             first_settled.setdefault((ahead.first_window, ahead.end_ms), (seg.now_ms, ahead))
     assert len(cuts) == len(speech.references()[name])
     for cut_at, utt in cuts:

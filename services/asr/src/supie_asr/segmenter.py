@@ -119,11 +119,18 @@ class Segmenter:
         all of its audio (up to the pad and decode margin after the last voiced window) is in:
         decoded ahead, its final is ready when the pause turns out long enough. ``None`` while
         speaking, in manual mode, or when a cut would give nothing."""
+        return self._assemble("silence") if self.settled_key() is not None else None
+
+    def settled_key(self) -> tuple[int, int] | None:
+        """``(first_window, end_ms)`` of :meth:`settled`'s utterance, without assembling its
+        audio (called after every batch of frames: the audio is built only for a new one)."""
         if not self.vad_cuts or self.silence_start is None or self.last_voiced is None:
             return None
         if self.index - 1 < self.last_voiced + self._pad_w + self._margin_w:
             return None
-        return self._assemble("silence")
+        assert self.speech_start is not None
+        first = max(self.speech_start - self._pad_w, 0)
+        return max(first - self._margin_w, 0), (self.last_voiced + self._pad_w + 1) * WINDOW_MS
 
     def flush(self) -> Utterance | None:
         """The pending utterance now (listen stop, flush, close, manual boundary)."""

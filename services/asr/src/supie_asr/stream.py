@@ -440,17 +440,17 @@ class StreamWorker:
         the final is the same, only sooner."""
         if not self.cfg.decode_ahead or self.recognizer is None:
             return
+        key = self.segmenter.settled_key()
+        if key is None or (self._ahead is not None and self._ahead[0] == key):
+            return
+        if self._ahead is not None:
+            self._ahead[1].cancel()  # the pause ended in more speech: that guess is void
+            self._ahead = None
+        if self._chain is not None and not self._chain.done():
+            return  # its context is not known yet
         utt = self.segmenter.settled()
         if utt is None:
-            return
-        key = (utt.first_window, utt.end_ms)
-        if self._ahead is not None:
-            if self._ahead[0] == key:
-                return
-            self._ahead[1].cancel()  # the pause ended in more speech: that guess is void
-        if self._chain is not None and not self._chain.done():
-            self._ahead = None  # its context is not known yet
-            return
+            return  # too little voiced audio: the cut will give nothing either
         self._ahead = (key, self.recognizer.submit(self._request(utt.audio, with_context=True)))
 
     def _take_ahead(self, utt: Utterance) -> asyncio.Future[EngineResult] | None:
