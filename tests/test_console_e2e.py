@@ -412,6 +412,8 @@ async def test_login_token_rate_limit_and_lost_live_connection(
     page2, watch2 = await new_page(chromium)
     watch2.allowed = ("429",)
     await page2.goto(f"{limited.http_url}/console/")
+    # The sign-in form first: until it shows, the page may still clear a token it found refused.
+    await page2.locator("#token").wait_for()
     await page2.evaluate(f"sessionStorage.setItem('supie.apiToken', {json.dumps(secret)})")
     async with httpx.AsyncClient(base_url=limited.http_url) as http:
         statuses = [
