@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 from redis.exceptions import NoScriptError, ResponseError
-from supie_coding.batch import Batcher, BatcherStopped
 from supie_coding.signals import LogLine
 from supie_coding.state import CodingKeys, CodingState
+from supie_common.batcher import Batcher, BatcherStopped
 from supie_common.contracts import new_id
 from supie_common.resp import pack
 from supie_common.store import connect_redis

@@ -29,6 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from pydantic import ConfigDict, TypeAdapter, ValidationError
 from redis.exceptions import NoScriptError, RedisError
+from supie_common.batcher import BatcherStopped
 from supie_common.bus import parse
 from supie_common.contracts import (
     DeviceInbound,
@@ -53,7 +54,6 @@ from supie_common.contracts.device import (
 )
 from supie_common.service import Service
 
-from .batch import BatcherStopped
 from .config import CodingSettings
 from .events import Event, SchemaInvalid, event_of, note_event
 from .llm import LlmClients

@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from redis.asyncio import Redis
-from redis.exceptions import NoScriptError
+from supie_common.batcher import Batcher
 from supie_common.store import K
 
-from .batch import Batcher
 from .signals import LogLine
 
 __all__ = ["Applied", "Claim", "CodingKeys", "CodingState", "decode_entry", "encode_entry"]
@@ -312,13 +311,7 @@ class CodingState:
             await self.redis.script_load(script.script)
 
     async def _script(self, name: str, keys: list[str], args: list[str | int]) -> Any:
-        script = self._scripts[name]
-        numkeys = len(keys)
-        try:
-            return await self.batcher.call("EVALSHA", script.sha, numkeys, *keys, *args)
-        except NoScriptError:  # a restarted or flushed Redis: load it, then once more
-            await self.redis.script_load(script.script)
-            return await self.batcher.call("EVALSHA", script.sha, numkeys, *keys, *args)
+        return await self.batcher.script(self._scripts[name], keys, args)
 
     async def apply(
         self,

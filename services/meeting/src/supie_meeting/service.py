@@ -121,6 +121,9 @@ class MeetingService(Service[MeetingSettings]):
         # Connect the pool now, so a burst of finalizes does not pay for it in its ACKs.
         await asyncio.gather(*(redis.ping() for _ in range(REDIS_WARM_CONNECTIONS)))
         self.state = MeetingState(redis)
+        self.spawn(self.state.batcher.run(), "meeting-redis-batches", critical=True)
+        await asyncio.sleep(0)  # the batcher takes calls from here on
+        await self.state.load_scripts()
         js = self.nc.jetstream()
         await ensure_events_stream(js, self.settings.nats.stream_replicas)
         self.outbox = Outbox(self.nc, js)

@@ -1,4 +1,6 @@
-"""Redis commands from concurrent handlers, sent together: one pipeline per round trip.
+"""Redis commands from concurrent handlers, sent together: one pipeline per round trip (group
+commit). Used by the coding service (every log line) and the meeting service (every state
+change: a burst of finalizes shares its round trips).
 
 Under load a replica handles hundreds of messages at once, each needing one script call. Sent one
 by one, the client library's per-command cost and a round trip each bound the rate; queued and
@@ -30,8 +32,10 @@ from loguru import logger
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.connection import Connection
-from redis.exceptions import RedisError
-from supie_common.resp import Arg, execute
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError, RedisError
+
+from .resp import Arg, execute
 
 __all__ = ["Batcher", "BatcherStopped", "Then"]
 
@@ -80,6 +84,15 @@ class Batcher:
 
         self.submit(command, then)
         return await future
+
+    async def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Arg]) -> Any:
+        """``EVALSHA`` of a registered script; a Redis that does not know it (restarted, or
+        flushed) is given it, then asked once more."""
+        try:
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.redis.script_load(script.script)
+            return await self.call("EVALSHA", script.sha, len(keys), *keys, *args)
 
     async def run(self) -> None:
         """The flushers; run as one owned task for as long as the service runs."""
@@ -135,7 +148,7 @@ class Batcher:
                 try:
                     await pending
                 except Exception:
-                    logger.exception("coding: a Redis reply's continuation failed")
+                    logger.exception("a Redis reply's continuation failed")
 
     async def _execute_pipeline(self, commands: list[Command]) -> list[Any]:
         pipe = self.redis.pipeline(transaction=False)
@@ -157,5 +170,5 @@ def _run_then(then: Then, reply: Any, error: BaseException | None) -> Awaitable[
     try:
         return then(reply, error)
     except Exception:
-        logger.exception("coding: a Redis reply's continuation failed")
+        logger.exception("a Redis reply's continuation failed")
         return None
