@@ -25,6 +25,9 @@ def build_app(ctx: HttpContext) -> FastAPI:
         title="Supie gateway HTTP API",
         version="1",
         description="OTA for devices, health, metrics, and the meetings and workflow APIs.",
+        # Metrics are Prometheus (/metrics); FastAPI's OpenTelemetry hooks would only cost a
+        # check per request.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.add_middleware(
         CORSMiddleware,

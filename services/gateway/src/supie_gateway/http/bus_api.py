@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from fastapi import Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 from pydantic import BaseModel
 from supie_common.bus import request
 from supie_common.contracts import ApiReply
 
 from .context import HttpContext
 from .guard import fail, guard
+from .responses import FastJSONResponse
 
 __all__ = ["API_ERRORS", "bus_api"]
 
@@ -37,5 +38,7 @@ async def bus_api(
             content=str(reply.data or ""), media_type=reply.content_type, status_code=status
         )
     if reply.success:
-        return JSONResponse({"success": True, "data": reply.data}, status_code=status)
-    return JSONResponse({"success": False, "error": reply.error or "failed"}, status_code=status)
+        return FastJSONResponse({"success": True, "data": reply.data}, status_code=status)
+    return FastJSONResponse(
+        {"success": False, "error": reply.error or "failed"}, status_code=status
+    )

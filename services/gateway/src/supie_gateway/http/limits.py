@@ -55,13 +55,22 @@ class BodyLimits:
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes()
-        timeout = self.read_timeout_s()
         too_large = f"request body larger than {limit} bytes (server.http_max_body_bytes)"
+        has_body = False
         for name, value in scope.get("headers", ()):
             if name == b"content-length":
                 if not value.isdigit() or int(value) > limit:
                     await _answer(send, 413, too_large)
                     return
+                has_body = has_body or int(value) > 0
+            elif name == b"transfer-encoding":
+                has_body = True
+        if not has_body:
+            # HTTP/1.1: no Content-Length and no Transfer-Encoding is no body (every GET):
+            # nothing to wait for, so no timed read per request.
+            await self.app(scope, receive, send)
+            return
+        timeout = self.read_timeout_s()
         # The body is read here, whole (it is small by the limit), before the app sees it: an
         # error raised from inside the app's receive() would come out as a 500.
         chunks: list[bytes] = []

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from supie_common.contracts import MeetingApiRequest, Subjects
 
 from .bus_api import API_ERRORS, bus_api
 from .context import HttpContext
-from .schemas import ApiBody, api_responses
+from .schemas import ApiBody, api_responses, documented_params
 
 __all__ = ["meetings_router"]
 
@@ -29,16 +29,21 @@ def meetings_router(ctx: HttpContext) -> APIRouter:
         payload = MeetingApiRequest(op=op, params=params)
         return await bus_api(ctx, req, Subjects.MEETING_API, payload, op, "meeting")
 
+    # The read routes take only the Request (their parameters documented, not declared): they
+    # are the hot ones, and the meeting service checks every parameter anyway.
     @router.get(
-        "/recent", summary="Recent finalized meetings", response_model=ApiBody, responses=errors
+        "/recent",
+        summary="Recent finalized meetings",
+        response_model=ApiBody,
+        responses=errors,
+        openapi_extra=documented_params(
+            limit="how many (1..100, default 10)",
+            deviceId="only this badge's meetings",
+            fromTs="ended at or after (ms since the epoch)",
+            toTs="ended at or before (ms since the epoch)",
+        ),
     )
-    async def meetings_recent(
-        req: Request,
-        limit: str | None = Query(default=None, description="how many (1..100)"),
-        device_id: str | None = Query(default=None, alias="deviceId"),
-        from_ts: str | None = Query(default=None, alias="fromTs"),
-        to_ts: str | None = Query(default=None, alias="toTs"),
-    ) -> Response:
+    async def meetings_recent(req: Request) -> Response:
         return await call(req, "recent", _params(req))
 
     @router.get(
@@ -46,26 +51,22 @@ def meetings_router(ctx: HttpContext) -> APIRouter:
         summary="One meeting: summary and preview",
         response_model=ApiBody,
         responses=errors,
+        openapi_extra=documented_params("session_id", preview="items, clamped 1..20"),
     )
-    async def meeting_detail(
-        req: Request,
-        session_id: str,
-        preview: str | None = Query(default=None, description="items, clamped 1..20"),
-    ) -> Response:
-        return await call(req, "detail", _params(req, sessionId=session_id))
+    async def meeting_detail(req: Request) -> Response:
+        return await call(req, "detail", _params(req, sessionId=req.path_params["session_id"]))
 
     @router.get(
         "/{session_id}/transcript",
         summary="A meeting's transcript, paged",
         response_model=ApiBody,
         responses=errors,
+        openapi_extra=documented_params(
+            "session_id", offset="the first item (default 0)", limit="1..500, default 100"
+        ),
     )
-    async def meeting_transcript(
-        req: Request,
-        session_id: str,
-        offset: str | None = Query(default=None),
-        limit: str | None = Query(default=None, description="1..500, default 100"),
-    ) -> Response:
+    async def meeting_transcript(req: Request) -> Response:
+        session_id = req.path_params["session_id"]
         return await call(req, "transcript", _params(req, sessionId=session_id))
 
     @router.post(

@@ -15,6 +15,7 @@ __all__ = [
     "OtaServerTime",
     "OtaWebsocket",
     "api_responses",
+    "documented_params",
 ]
 
 
@@ -78,3 +79,25 @@ def api_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
         503: "the owning service is unavailable",
     }
     return {code: _err(text[code]) for code in codes}
+
+
+def documented_params(*path: str, **query: str) -> dict[str, Any]:
+    """``openapi_extra`` for a route whose handler takes only the ``Request``: its path
+    parameters and (optional, string) query parameters with their descriptions. The service
+    behind the route validates them (a 400 names the parameter); declared as handler arguments,
+    FastAPI's per-request parameter solving was 17% of the gateway's CPU on a meeting detail."""
+    params: list[dict[str, Any]] = [
+        {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+        for name in path
+    ]
+    params += [
+        {
+            "name": name,
+            "in": "query",
+            "required": False,
+            "schema": {"type": "string"},
+            **({"description": text} if text else {}),
+        }
+        for name, text in query.items()
+    ]
+    return {"parameters": params}
