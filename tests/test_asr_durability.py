@@ -142,6 +142,14 @@ async def speak(gw: Gateway, pcm: np.ndarray, speed: float = 4.0) -> None:
         await gw.send(packet)
 
 
+async def listening(nc: NATS) -> tuple[str, Finals]:
+    """A new device id, and the finals the stream will hold for it from now on."""
+    dev = device()
+    finals = Finals()
+    await finals.start(nc, dev)
+    return dev, finals
+
+
 class Finals:
     """Everything in the JetStream transcripts stream for one device (what downstream gets)."""
 
@@ -202,9 +210,7 @@ async def test_owner_killed_mid_utterance_the_next_one_transcribes_it_whole_once
     pcm = speech.samples("meeting_us")
     spans = speech.sentence_spans(pcm)
     sentences = speech.references()["meeting_us"]
-    dev = device()
-    finals = Finals()
-    await finals.start(nc, dev)
+    dev, finals = await listening(nc)
     gw = Gateway(nc, dev, meeting_id="m-1", mode="meeting")
     await gw.start()
     # sentence 1 whole, then sentence 2 up to its middle
@@ -244,9 +250,7 @@ async def test_a_retranscribed_utterance_has_the_same_id_and_is_stored_once(
     procs = await replicas(spawn_service, nc, 2)
     pcm = speech.samples("weather_fast")
     spans = speech.sentence_spans(pcm)
-    dev = device()
-    finals = Finals()
-    await finals.start(nc, dev)
+    dev, finals = await listening(nc)
     gw = Gateway(nc, dev)
     await gw.start()
     await speak(gw, pcm[: spans[0][1] + 16000])
@@ -277,9 +281,7 @@ async def test_listen_boundaries_are_applied_at_their_place_in_the_audio(
     pcm = speech.samples("meeting_us")
     spans = speech.sentence_spans(pcm)
     sentences = speech.references()["meeting_us"]
-    dev = device()
-    finals = Finals()
-    await finals.start(nc, dev)
+    dev, finals = await listening(nc)
     gw = Gateway(nc, dev, listen_mode="manual")
     await gw.start()
     frame = 16 * FRAME_MS
@@ -304,9 +306,7 @@ async def test_audio_that_stops_mid_utterance_is_finalized(spawn_service: Any, n
     await replicas(spawn_service, nc, 1, SUPIE_ASR__STALL_FLUSH_MS="1500")
     pcm = speech.samples("weather_fast")
     spans = speech.sentence_spans(pcm)
-    dev = device()
-    finals = Finals()
-    await finals.start(nc, dev)
+    dev, finals = await listening(nc)
     gw = Gateway(nc, dev)
     await gw.start()
     await speak(gw, pcm[: spans[0][1]])  # stops dead at the sentence's last sample
@@ -321,9 +321,7 @@ async def test_routing_context_follows_the_route_control(spawn_service: Any, nc:
     await replicas(spawn_service, nc, 1)
     pcm = speech.samples("weather_fast")
     spans = speech.sentence_spans(pcm)
-    dev = device()
-    finals = Finals()
-    await finals.start(nc, dev)
+    dev, finals = await listening(nc)
     gw = Gateway(nc, dev, mode="meeting", meeting_id="m-a")
     await gw.start()
     await speak(gw, pcm[: spans[0][1] + 12000])
@@ -392,9 +390,7 @@ async def test_frames_the_bus_lost_are_replayed_not_transcribed_around(
     pcm = speech.samples("meeting_us")
     spans = speech.sentence_spans(pcm)
     sentences = speech.references()["meeting_us"]
-    dev = device()
-    finals = Finals()
-    await finals.start(nc, dev)
+    dev, finals = await listening(nc)
     req = AsrOpenRequest(
         device_id=dev,
         session_id=uuid.uuid4().hex,
